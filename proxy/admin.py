@@ -1,0 +1,60 @@
+"""The gateway's own endpoints: health, stats and the model list. Cold path.
+
+Each function builds a complete response (bytes) from the gateway's state; the pipeline
+writes it. Nothing here sees a provider key: only names and counters are exposed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+
+from proxy.wire import error_response, json_response
+
+if TYPE_CHECKING:
+    from proxy.server import Gateway
+
+
+def healthz(gateway: Gateway) -> bytes:
+    """200 once the gateway is serving; 503 while it drains for shutdown."""
+    if gateway.draining:
+        return error_response(503, "the gateway is shutting down", "server_error", date=gateway.date_header)
+    return json_response(200, b'{"status":"ok"}', date=gateway.date_header)
+
+
+def stats(gateway: Gateway) -> bytes:
+    """Counters, overhead and latency percentiles, and per-route totals, as JSON."""
+    snapshot = gateway.stats.snapshot(gateway.settings)
+    snapshot["uptime_s"] = round(time.monotonic() - gateway.started_at, 3)
+    snapshot["pools"] = [
+        {"provider": pool.provider.name, "open": pool.open, "idle": pool.idle_count, "opened_total": pool.opened_total}
+        for pool in gateway.pools
+    ]
+    return json_response(200, orjson.dumps(snapshot), date=gateway.date_header)
+
+
+def models(gateway: Gateway) -> bytes:
+    """The configured model names, in OpenAI's list shape."""
+    return json_response(200, gateway.models_body, date=gateway.date_header)
+
+
+def model(gateway: Gateway, name: str) -> bytes:
+    """One configured model in OpenAI's shape, or 404."""
+    if name in gateway.settings.models:
+        return json_response(200, orjson.dumps(_model_object(name, gateway.created)), date=gateway.date_header)
+    return error_response(
+        404, f"the model {name!r} does not exist on this gateway", "invalid_request_error", "model_not_found",
+        "model", date=gateway.date_header,
+    )  # fmt: skip
+
+
+def models_body(gateway: Gateway) -> bytes:
+    """The `GET /v1/models` body, built once per configuration."""
+    data = [_model_object(name, gateway.created) for name in gateway.settings.models]
+    return orjson.dumps({"object": "list", "data": data})
+
+
+def _model_object(name: str, created: int) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "llm-edge"}

@@ -1,0 +1,379 @@
+"""Settings: read the TOML file once, validate every key, and freeze the result.
+
+Rules for this file:
+1. Every configured value that goes on the wire is encoded to bytes here, at load time
+   (the Host header, the provider's auth header, each route's upstream model name), so the
+   request path never encodes a string.
+2. An invalid file is refused as a whole, with a message that names the bad key. The gateway
+   never starts half-configured.
+3. Provider keys are held in fields excluded from every repr and never put in a message.
+
+Ids: providers are numbered 0..P-1 and routes 0..R-1 in file order; per-provider and
+per-route state elsewhere lives in arrays indexed by these ids. Each provider also gets one
+"direct" route, used when a client names `provider/model` instead of a configured model.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from proxy.errors import ConfigError
+
+PROVIDER_KINDS = ("openai", "anthropic", "local")
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com/v1"}
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+
+
+@dataclass(slots=True, frozen=True)
+class ServerSettings:
+    """The `[server]` table: where to listen and the bounds on what a client may send."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    max_uri_bytes: int = 8 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keepalive_timeout_s: float = 75.0
+    max_pipelined: int = 16
+
+
+@dataclass(slots=True, frozen=True)
+class ProviderSettings:
+    """One `[[providers]]` entry, with its wire-ready bytes precomputed."""
+
+    id: int
+    name: str
+    kind: str
+    base_url: str
+    tls: bool
+    host: str
+    port: int
+    base_path: str  # e.g. "/v1", no trailing slash
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = None
+    anthropic_version: str = DEFAULT_ANTHROPIC_VERSION
+    max_connections: int = 256
+    pool_idle_timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    first_byte_timeout_s: float = 600.0  # a non-streamed reasoning answer sends nothing until it is done
+    stream_idle_timeout_s: float = 120.0
+    total_timeout_s: float = 1800.0
+    ca_file: str | None = None
+    # Precomputed request-head fragment: host and auth lines, ready to send.
+    fixed_headers: bytes = field(default=b"", repr=False)
+
+    def path(self, endpoint: str) -> bytes:
+        """The upstream request target for an endpoint such as "/chat/completions"."""
+        return (self.base_path + endpoint).encode("ascii")
+
+
+@dataclass(slots=True, frozen=True)
+class Route:
+    """One way to serve a model: a provider, the upstream model name and its prices."""
+
+    id: int
+    model: str  # the name clients send; for a direct route, "<provider>/*"
+    provider: ProviderSettings
+    upstream_model: str | None  # None on a direct route: the client's name after the slash
+    upstream_model_json: bytes  # the name as a JSON string literal, spliced into bodies
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+    weight: float = 1.0
+
+
+@dataclass(slots=True, frozen=True)
+class ModelSettings:
+    """One `[[models]]` entry: a client-facing name and its routes, in preference order."""
+
+    name: str
+    routes: tuple[Route, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class Settings:
+    """Everything the gateway was configured with."""
+
+    server: ServerSettings
+    providers: tuple[ProviderSettings, ...]
+    models: dict[str, ModelSettings]
+    routes: tuple[Route, ...]  # every route, indexed by route id
+    direct_routes: dict[str, Route]  # provider name -> its direct route
+    source: str = "<defaults>"
+
+    def provider_by_name(self, name: str) -> ProviderSettings | None:
+        for provider in self.providers:
+            if provider.name == name:
+                return provider
+        return None
+
+
+# Loading
+
+
+def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
+    """Read and validate a config file; with no path, configure from the environment alone."""
+    env = dict(os.environ) if env is None else env
+    if path is None:
+        return from_table(_env_only_table(env), env, source="<environment>")
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return from_table(table, env, source=path)
+
+
+def _env_only_table(env: dict[str, str]) -> dict[str, Any]:
+    providers = []
+    if env.get("OPENAI_API_KEY"):
+        providers.append({"name": "openai", "kind": "openai", "api_key_env": "OPENAI_API_KEY"})
+    if env.get("ANTHROPIC_API_KEY"):
+        providers.append({"name": "anthropic", "kind": "anthropic", "api_key_env": "ANTHROPIC_API_KEY"})
+    return {"providers": providers}
+
+
+def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table>") -> Settings:
+    """Validate a parsed TOML document and build the frozen settings."""
+    _check_keys(table, {"server", "providers", "models"}, "")
+    server = _server(_table(table, "server", ""))
+    providers = tuple(
+        _provider(i, p, env) for i, p in enumerate(_array_of_tables(table, "providers", ""))
+    )
+    names = [p.name for p in providers]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"providers: duplicate provider name {name!r}")
+    by_name = {p.name: p for p in providers}
+
+    routes: list[Route] = []
+    models: dict[str, ModelSettings] = {}
+    for i, m in enumerate(_array_of_tables(table, "models", "")):
+        where = f"models[{i}]"
+        _check_keys(m, {"name", "routes"}, where)
+        name = _str(m, "name", where, required=True)
+        assert name is not None
+        if name in models:
+            raise ConfigError(f"{where}.name: duplicate model name {name!r}")
+        raw_routes = m.get("routes")
+        if not isinstance(raw_routes, list) or not raw_routes:
+            raise ConfigError(f"{where}.routes: expected a non-empty array of route tables")
+        model_routes = []
+        for j, r in enumerate(raw_routes):
+            model_routes.append(_route(len(routes), name, r, by_name, f"{where}.routes[{j}]"))
+            routes.append(model_routes[-1])
+        models[name] = ModelSettings(name=name, routes=tuple(model_routes))
+
+    direct: dict[str, Route] = {}
+    for p in providers:
+        route = Route(id=len(routes), model=f"{p.name}/*", provider=p, upstream_model=None, upstream_model_json=b"")
+        routes.append(route)
+        direct[p.name] = route
+    return Settings(server, providers, models, tuple(routes), direct, source)
+
+
+def _server(t: dict[str, Any]) -> ServerSettings:
+    where = "server"
+    defaults = ServerSettings()
+    _check_keys(t, {"listen", *ServerSettings.__dataclass_fields__} - {"host", "port"}, where)
+    host, port = parse_listen(_str(t, "listen", where) or DEFAULT_LISTEN, f"{where}.listen")
+    return ServerSettings(
+        host=host,
+        port=port,
+        max_header_bytes=_int(t, "max_header_bytes", where, defaults.max_header_bytes),
+        max_headers=_int(t, "max_headers", where, defaults.max_headers),
+        max_uri_bytes=_int(t, "max_uri_bytes", where, defaults.max_uri_bytes),
+        max_body_bytes=_int(t, "max_body_bytes", where, defaults.max_body_bytes),
+        header_timeout_s=_seconds(t, "header_timeout_s", where, defaults.header_timeout_s),
+        body_timeout_s=_seconds(t, "body_timeout_s", where, defaults.body_timeout_s),
+        keepalive_timeout_s=_seconds(t, "keepalive_timeout_s", where, defaults.keepalive_timeout_s),
+        max_pipelined=_int(t, "max_pipelined", where, defaults.max_pipelined),
+    )
+
+
+_PROVIDER_KEYS = {
+    "name", "kind", "base_url", "api_key_env", "api_key", "anthropic_version", "max_connections",
+    "pool_idle_timeout_s", "connect_timeout_s", "first_byte_timeout_s", "stream_idle_timeout_s",
+    "total_timeout_s", "ca_file",
+}  # fmt: skip
+
+
+def _provider(index: int, t: dict[str, Any], env: dict[str, str]) -> ProviderSettings:
+    where = f"providers[{index}]"
+    _check_keys(t, _PROVIDER_KEYS, where)
+    name = _str(t, "name", where, required=True)
+    assert name is not None
+    if "/" in name or not name.strip():
+        raise ConfigError(f"{where}.name: must be non-empty and contain no '/'")
+    kind = _str(t, "kind", where, required=True)
+    if kind not in PROVIDER_KINDS:
+        raise ConfigError(f"{where}.kind: expected one of {', '.join(PROVIDER_KINDS)}, got {kind!r}")
+    base_url = _str(t, "base_url", where) or DEFAULT_BASE_URLS.get(kind)
+    if base_url is None:
+        raise ConfigError(f"{where}.base_url: required for kind {kind!r}")
+    tls, host, port, base_path = _parse_base_url(base_url, f"{where}.base_url")
+
+    key_env = _str(t, "api_key_env", where)
+    api_key = _str(t, "api_key", where)
+    if key_env is not None and api_key is None:
+        api_key = env.get(key_env) or None
+    if kind != "local" and api_key is None and key_env is None:
+        raise ConfigError(f"{where}.api_key_env: required for kind {kind!r} (the environment variable holding its key)")
+    ca_file = _str(t, "ca_file", where)
+    if ca_file is not None and not os.path.isfile(ca_file):
+        raise ConfigError(f"{where}.ca_file: no such file: {ca_file}")
+    version = _str(t, "anthropic_version", where) or DEFAULT_ANTHROPIC_VERSION
+
+    d = ProviderSettings.__dataclass_fields__
+    provider = ProviderSettings(
+        id=index, name=name, kind=kind, base_url=base_url, tls=tls, host=host, port=port, base_path=base_path,
+        api_key=api_key, api_key_env=key_env, anthropic_version=version,
+        max_connections=_int(t, "max_connections", where, d["max_connections"].default),
+        pool_idle_timeout_s=_seconds(t, "pool_idle_timeout_s", where, d["pool_idle_timeout_s"].default),
+        connect_timeout_s=_seconds(t, "connect_timeout_s", where, d["connect_timeout_s"].default),
+        first_byte_timeout_s=_seconds(t, "first_byte_timeout_s", where, d["first_byte_timeout_s"].default),
+        stream_idle_timeout_s=_seconds(t, "stream_idle_timeout_s", where, d["stream_idle_timeout_s"].default),
+        total_timeout_s=_seconds(t, "total_timeout_s", where, d["total_timeout_s"].default),
+        ca_file=ca_file,
+        fixed_headers=_fixed_headers(kind, host, port, tls, api_key, version),
+    )  # fmt: skip
+    return provider
+
+
+def _fixed_headers(kind: str, host: str, port: int, tls: bool, api_key: str | None, version: str) -> bytes:
+    default_port = 443 if tls else 80
+    authority = host if port == default_port else f"{host}:{port}"
+    if ":" in host:  # IPv6 literal
+        authority = f"[{host}]" if port == default_port else f"[{host}]:{port}"
+    lines = [f"host: {authority}\r\n"]
+    if api_key:
+        if kind == "anthropic":
+            lines.append(f"x-api-key: {api_key}\r\n")
+        else:
+            lines.append(f"authorization: Bearer {api_key}\r\n")
+    if kind == "anthropic":
+        lines.append(f"anthropic-version: {version}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def _route(route_id: int, model: str, t: Any, by_name: dict[str, ProviderSettings], where: str) -> Route:
+    if not isinstance(t, dict):
+        raise ConfigError(f"{where}: expected a table")
+    _check_keys(t, {"provider", "model", "input_per_mtok", "output_per_mtok", "weight"}, where)
+    provider_name = _str(t, "provider", where, required=True)
+    assert provider_name is not None
+    provider = by_name.get(provider_name)
+    if provider is None:
+        raise ConfigError(f"{where}.provider: no provider named {provider_name!r}")
+    upstream = _str(t, "model", where, required=True)
+    assert upstream is not None
+    return Route(
+        id=route_id,
+        model=model,
+        provider=provider,
+        upstream_model=upstream,
+        upstream_model_json=orjson.dumps(upstream),
+        input_per_mtok=_number(t, "input_per_mtok", where, 0.0),
+        output_per_mtok=_number(t, "output_per_mtok", where, 0.0),
+        weight=_number(t, "weight", where, 1.0),
+    )
+
+
+# Small parsers
+
+
+def parse_listen(value: str, where: str = "--listen") -> tuple[str, int]:
+    """Split "HOST:PORT" (or "[v6]:PORT") into its parts."""
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
+    return host, int(port_text)
+
+
+def _parse_base_url(url: str, where: str) -> tuple[bool, str, int, str]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: expected an http:// or https:// URL, got {url!r}")
+    if parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"{where}: must not carry credentials, a query or a fragment")
+    tls = parts.scheme == "https"
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError:
+        raise ConfigError(f"{where}: invalid port in {url!r}") from None
+    return tls, parts.hostname, port, parts.path.rstrip("/")
+
+
+def _check_keys(t: dict[str, Any], allowed: set[str], where: str) -> None:
+    for key in t:
+        if key not in allowed:
+            path = f"{where}.{key}" if where else key
+            raise ConfigError(f"{path}: unknown key")
+
+
+def _table(t: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = t.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{_join(where, key)}: expected a table")
+    return value
+
+
+def _array_of_tables(t: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    value = t.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{_join(where, key)}: expected an array of tables ([[{key}]])")
+    return value
+
+
+def _str(t: dict[str, Any], key: str, where: str, required: bool = False) -> str | None:
+    value = t.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{_join(where, key)}: required")
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{_join(where, key)}: expected a string")
+    return value
+
+
+def _int(t: dict[str, Any], key: str, where: str, default: int) -> int:
+    value = t.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{_join(where, key)}: expected a positive integer")
+    return value
+
+
+def _number(t: dict[str, Any], key: str, where: str, default: float) -> float:
+    value = t.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{_join(where, key)}: expected a number >= 0")
+    return float(value)
+
+
+def _seconds(t: dict[str, Any], key: str, where: str, default: float) -> float:
+    value = _number(t, key, where, default)
+    if value <= 0:
+        raise ConfigError(f"{_join(where, key)}: expected a number of seconds > 0")
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def with_listen(settings: Settings, listen: str) -> Settings:
+    """The same settings listening elsewhere (the `--listen` flag wins over the file)."""
+    host, port = parse_listen(listen)
+    return replace(settings, server=replace(settings.server, host=host, port=port))

@@ -1,0 +1,333 @@
+"""The client side: one `DownstreamProtocol` per client connection.
+
+Theory of operation. One httptools parser lives as long as the connection. Its callbacks
+fill an `Exchange` per request; when a request is complete it is handed to
+`pipeline.handle` if nothing is being answered, else queued, so pipelined requests are
+answered in order. Reading pauses while requests queue, and resumes once they drain.
+
+Bounds are enforced here, as the bytes arrive: head size, header count, URI length and body
+size, plus one timer per connection whose deadline moves with the state: waiting for a
+head (header_timeout_s), for a body (body_timeout_s), or idle between requests
+(keepalive_timeout_s). While a request is being answered, upstream timeouts apply instead.
+
+A request that breaks HTTP is answered 400 (or 413/414/431) in its turn, then the
+connection closes: after ambiguous framing nothing else on it can be trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+import httptools
+
+from proxy import errors, pipeline
+from proxy.exchange import Exchange
+from proxy.wire import CONTINUE_100, NOT_FORWARDED
+
+if TYPE_CHECKING:
+    from proxy.server import Gateway
+
+log = logging.getLogger("llm_edge.downstream")
+
+INF = float("inf")
+_IDLE, _HEAD, _BODY, _WAIT = 0, 1, 2, 3
+_WRITE_HIGH_WATER = 64 * 1024
+
+
+class _StopParsing(Exception):
+    """Raised from a parser callback to stop httptools mid-buffer."""
+
+
+class DownstreamProtocol(asyncio.Protocol):
+    """Parses requests off one client connection and writes their responses in order."""
+
+    __slots__ = (
+        "gateway", "loop", "limits", "transport", "parser",
+        "reading", "active", "queue", "state", "head_fed", "deadline", "timer",
+        "read_paused", "write_paused", "closed", "stop_reading",
+    )  # fmt: skip
+
+    def __init__(self, gateway: Gateway) -> None:
+        # config
+        self.gateway = gateway
+        self.loop = gateway.loop
+        self.limits = gateway.settings.server
+        # per connection
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.reading: Exchange | None = None  # being parsed
+        self.active: Exchange | None = None  # being answered
+        self.queue: deque[Exchange] = deque()  # parsed, waiting their turn
+        self.state = _IDLE
+        self.head_fed = 0  # bytes fed while a head is incomplete: bounds what httptools buffers
+        self.deadline = INF
+        self.timer: asyncio.TimerHandle | None = None
+        self.read_paused = False
+        self.write_paused = False
+        self.closed = False
+        self.stop_reading = False  # set after an unrecoverable parse error or an upgrade
+
+    # asyncio.Protocol interface
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports don't subclass asyncio's
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        self.gateway.connections.add(self)
+        # A fresh connection must send its first head promptly (slowloris guard).
+        self._arm(self.loop.time() + self.limits.header_timeout_s)
+
+    def data_received(self, data: bytes) -> None:
+        if self.stop_reading:
+            return
+        try:
+            if self.state == _IDLE or self.state == _HEAD:
+                self.head_fed += len(data)
+            self.parser.feed_data(data)
+            if self.state == _HEAD and self.head_fed > self.limits.max_header_bytes:
+                raise errors.HeadersTooLarge("request head is too large")
+        except httptools.HttpParserUpgrade:
+            self._on_upgrade()
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _StopParsing):
+                return
+            if isinstance(cause, errors.GatewayError):
+                self._reject(cause)
+            else:
+                log.exception("unexpected error while parsing a request")
+                self._reject(errors.MalformedHTTP("could not parse the request"))
+        except httptools.HttpParserError as exc:
+            self._reject(errors.MalformedHTTP(f"malformed HTTP request: {exc}"))
+        except errors.GatewayError as exc:
+            self._reject(exc)
+
+    def eof_received(self) -> bool:
+        # The client is gone (nginx treats a read EOF the same way): cancel its work.
+        self._close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.gateway.connections.discard(self)
+        active, self.active = self.active, None
+        self.queue.clear()
+        if active is not None and not active.done:
+            pipeline.abort(active)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        active = self.active
+        if active is not None and active.upstream is not None:
+            active.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        active = self.active
+        if active is not None and active.upstream is not None:
+            active.upstream.resume_reading()
+
+    # httptools parser callbacks
+
+    def on_message_begin(self) -> None:
+        if self.stop_reading:
+            raise _StopParsing  # bytes after a "close" or a rejected request are not ours to answer
+        self.reading = Exchange(self)
+        if self.state == _IDLE:
+            self.state = _HEAD
+            if self.active is None:
+                self._arm(self.loop.time() + self.limits.header_timeout_s)
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.reading
+        assert ex is not None
+        ex.url += url  # httptools may deliver the URL in several pieces
+        if len(ex.url) > self.limits.max_uri_bytes:
+            raise errors.URITooLong("request URI is too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.reading
+        assert ex is not None
+        if self.state != _HEAD:
+            return  # a chunked trailer: nothing in one matters to us
+        ex.header_count += 1
+        ex.header_bytes += len(name) + len(value) + 4
+        if ex.header_count > self.limits.max_headers or ex.header_bytes > self.limits.max_header_bytes:
+            raise errors.HeadersTooLarge("too many or too large request headers")
+        name = name.lower()
+        if name in NOT_FORWARDED:
+            if name == b"content-length":
+                ex.content_length = int(value)  # httptools has already checked the digits
+                if ex.content_length > self.limits.max_body_bytes:
+                    raise errors.PayloadTooLarge(f"request body exceeds {self.limits.max_body_bytes} bytes")
+            elif name == b"host":
+                ex.host_count += 1
+            elif name == b"expect":
+                if value.lower() != b"100-continue":
+                    raise errors.ExpectationFailed("only 'Expect: 100-continue' is supported")
+                ex.expect_continue = True
+            elif name == b"connection" and b"close" in value.lower():
+                ex.keep_alive = False
+            return
+        if name == b"cache-control":
+            ex.cache_control = value
+        ex.forward_headers.append(b"%b: %b\r\n" % (name, value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.reading
+        assert ex is not None
+        parser = self.parser
+        ex.method = parser.get_method()
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise errors.MalformedHTTP(f"unsupported HTTP version {version}")
+        if version == "1.1" and ex.host_count != 1:
+            raise errors.MalformedHTTP("an HTTP/1.1 request needs exactly one Host header")
+        if not ex.url.startswith(b"/"):
+            raise errors.MalformedHTTP("only origin-form request targets are accepted; this is not a forward proxy")
+        ex.keep_alive = ex.keep_alive and parser.should_keep_alive()
+        self.state = _BODY
+        self.head_fed = 0
+        if self.active is None:
+            self._arm(self.loop.time() + self.limits.body_timeout_s)
+        if ex.expect_continue and self.transport is not None:
+            self.transport.write(CONTINUE_100)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.reading
+        assert ex is not None
+        ex.body_parts.append(body)
+        ex.body_size += len(body)
+        if ex.body_size > self.limits.max_body_bytes:  # chunked bodies have no length to check up front
+            raise errors.PayloadTooLarge(f"request body exceeds {self.limits.max_body_bytes} bytes")
+
+    def on_message_complete(self) -> None:
+        ex = self.reading
+        assert ex is not None
+        self.reading = None
+        parts = ex.body_parts
+        ex.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        ex.body_parts = []
+        self.state = _IDLE
+        self.head_fed = 0
+        if not ex.keep_alive:
+            self.stop_reading = True  # nothing after a "close" request is ours to answer
+        self._enqueue(ex)
+
+    # called by the pipeline
+
+    def exchange_done(self, ex: Exchange) -> None:
+        """The response to `ex` is complete: start the next request, or close."""
+        if ex is not self.active:
+            return
+        self.active = None
+        if self.closed:
+            return
+        if ex.close_after or not ex.keep_alive or (self.stop_reading and not self.queue):
+            self._close()
+            return
+        if self.queue:
+            self._start(self.queue.popleft())
+            return
+        if self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
+        if self.state == _IDLE:
+            self._arm(self.loop.time() + self.limits.keepalive_timeout_s)
+        elif self.state == _HEAD:
+            self._arm(self.loop.time() + self.limits.header_timeout_s)
+        else:
+            self._arm(self.loop.time() + self.limits.body_timeout_s)
+
+    def write(self, data: bytes) -> None:
+        """Write to the client unless it has gone."""
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Close the connection now (after an error mid-response, or on shutdown)."""
+        self._close()
+
+    @property
+    def idle(self) -> bool:
+        """True when no request is in progress on this connection."""
+        return self.active is None and self.state == _IDLE
+
+    # internal
+
+    def _enqueue(self, ex: Exchange) -> None:
+        if self.active is None:
+            self._start(ex)
+            return
+        self.queue.append(ex)
+        if not self.read_paused and self.transport is not None:
+            # A pipelined request waits its turn; stop reading more until the queue drains.
+            self.read_paused = True
+            self.transport.pause_reading()
+        if len(self.queue) > self.limits.max_pipelined:
+            self.stop_reading = True
+
+    def _start(self, ex: Exchange) -> None:
+        self.active = ex
+        self.deadline = INF  # upstream deadlines govern while a request is answered
+        ex.t_start = perf_counter()
+        pipeline.handle(ex)
+
+    def _reject(self, exc: errors.GatewayError) -> None:
+        """Answer a request that could not be parsed, in its turn, then close."""
+        self.stop_reading = True
+        ex = self.reading or Exchange(self)
+        self.reading = None
+        ex.error = exc
+        ex.keep_alive = False
+        self.state = _IDLE
+        self._enqueue(ex)
+
+    def _on_upgrade(self) -> None:
+        # httptools stops at CONNECT or an Upgrade request; we serve neither, so the bytes
+        # after it are not HTTP we understand. The request itself is answered, then we close.
+        self.stop_reading = True
+        last = self.queue[-1] if self.queue else self.active
+        if last is not None:
+            last.keep_alive = False
+        elif self.transport is not None:
+            self._close()
+
+    def _arm(self, deadline: float) -> None:
+        # One timer per connection with a movable deadline: moving it costs a float store.
+        self.deadline = deadline
+        if self.timer is None and deadline != INF:
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.closed or self.deadline == INF:
+            return
+        if self.loop.time() < self.deadline:
+            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+            return
+        if self.active is not None:
+            return
+        if self.state == _IDLE and self.reading is None:
+            self._close()  # keep-alive expired: close quietly
+            return
+        what = "request head" if self.state == _HEAD else "request body"
+        self._reject(errors.RequestTimeout(f"timed out waiting for the {what}"))
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()

@@ -1,0 +1,130 @@
+"""Exceptions, arranged by the phase that failed.
+
+Every error that can reach a client carries the HTTP status to answer with and an
+OpenAI-style `type`/`code`, so turning an error into a response lives in one place
+(`wire.error_response`). Nothing here does I/O. Messages never contain provider keys:
+they are built from our own words and from configured names only.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """The configuration is invalid. The message names the bad key."""
+
+
+class GatewayError(Exception):
+    """An error answered to the client with `status` in its API's error shape."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = None
+    param: str | None = None
+    close = False  # True when the connection cannot be trusted for another request
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if param is not None:
+            self.param = param
+        if code is not None:
+            self.code = code
+
+
+# Downstream: the client's request is wrong.
+
+
+class BadRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class MalformedHTTP(BadRequest):
+    """The request is not valid HTTP/1.1, or its framing is ambiguous. Answer and close."""
+
+    close = True
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    close = True
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+    close = True
+
+
+class URITooLong(GatewayError):
+    status = 414
+    type = "invalid_request_error"
+    close = True
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+    close = True
+
+
+class ExpectationFailed(GatewayError):
+    status = 417
+    type = "invalid_request_error"
+    close = True
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+    param = "model"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+
+
+# Upstream: the provider could not be used.
+
+
+class UpstreamError(GatewayError):
+    """The provider failed. `retryable` is True when another route may succeed."""
+
+    status = 502
+    type = "server_error"
+    code = "bad_gateway"
+    retryable = True
+
+
+class ConnectError(UpstreamError):
+    code = "upstream_connect_error"
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol_error"
+
+
+class UpstreamClosed(UpstreamError):
+    code = "upstream_closed"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class ConnectTimeout(UpstreamTimeout):
+    code = "upstream_connect_timeout"
+
+
+class PoolTimeout(UpstreamTimeout):
+    status = 503
+    code = "upstream_pool_exhausted"

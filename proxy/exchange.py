@@ -1,0 +1,91 @@
+"""The per-request context: one `Exchange` per request/response pair, slotted.
+
+It is filled by the downstream parser callbacks, carried through every phase of
+`pipeline`, and read by `stats` at the end. It holds plain values only; it does no I/O.
+
+Timestamps are `time.perf_counter()` seconds. The gateway's own overhead is
+    (sent - start - waited) + (relayed - upstream_first)
+that is, the time from having the whole request to having written it upstream, less any
+time spent waiting for a new upstream connection, plus the time from the first upstream
+response byte arriving to its first byte being written to the client.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxy.config import Route
+    from proxy.downstream import DownstreamProtocol
+    from proxy.errors import GatewayError
+    from proxy.upstream import UpstreamProtocol
+
+
+class Exchange:
+    """Everything known about one request while the gateway answers it."""
+
+    __slots__ = (
+        # request, from the downstream parser
+        "downstream", "method", "url", "keep_alive", "forward_headers", "body_parts", "body_size", "body",
+        "content_length", "header_bytes", "header_count", "host_count", "expect_continue",
+        "cache_control", "error",
+        # request, after parsing the body
+        "payload", "model", "stream", "endpoint",
+        # routing and upstream
+        "route", "attempts", "upstream", "upstream_body",
+        # response
+        "status", "response_head", "head_sent", "chunked_out", "close_after", "done", "aborted",
+        # timing
+        "t_start", "t_sent", "t_waited", "t_upstream", "t_relayed", "t_end",
+    )  # fmt: skip
+
+    def __init__(self, downstream: DownstreamProtocol | None) -> None:
+        self.downstream = downstream
+        self.method = b""
+        self.url = b""
+        self.keep_alive = True
+        self.forward_headers: list[bytes] = []
+        self.body_parts: list[bytes] = []
+        self.body_size = 0
+        self.body = b""
+        self.content_length = -1
+        self.header_bytes = 0
+        self.header_count = 0
+        self.host_count = 0
+        self.expect_continue = False
+        self.cache_control = b""
+        self.error: GatewayError | None = None
+
+        self.payload: dict[str, Any] | None = None
+        self.model = ""
+        self.stream = False
+        self.endpoint = ""
+
+        self.route: Route | None = None
+        self.attempts = 0
+        self.upstream: UpstreamProtocol | None = None
+        self.upstream_body = b""
+
+        self.status = 0
+        self.response_head = b""  # built, not yet written (merged with the first body write)
+        self.head_sent = False
+        self.chunked_out = False
+        self.close_after = False
+        self.done = False
+        self.aborted = False
+
+        self.t_start = 0.0
+        self.t_sent = 0.0
+        self.t_waited = 0.0
+        self.t_upstream = 0.0
+        self.t_relayed = 0.0
+        self.t_end = 0.0
+
+    def overhead(self) -> float:
+        """The gateway's own share of this exchange's latency, in seconds (0 if not forwarded)."""
+        if not self.t_sent or not self.t_relayed:
+            return 0.0
+        return (self.t_sent - self.t_start - self.t_waited) + (self.t_relayed - self.t_upstream)
+
+    def __repr__(self) -> str:
+        return f"<Exchange {self.method.decode()} {self.url[:64]!r} status={self.status} done={self.done}>"

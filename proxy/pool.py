@@ -1,0 +1,175 @@
+"""Per-provider pools of keep-alive upstream connections.
+
+Acquire and release are O(1): idle connections sit on a stack (LIFO, so the warmest
+connection is reused and the coldest ones age out), each stamped with the time it was
+released; staleness is a timestamp compare on acquire, and the 1 Hz tick sweeps the rest.
+When no idle connection is usable, a new one is opened, up to `max_connections`; beyond
+that, exchanges wait in a FIFO for the next released connection, bounded by the connect
+timeout. Connecting is the one place the request path creates a Task: it is the cold path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+from proxy import errors, pipeline
+from proxy.upstream import ConnState, UpstreamProtocol
+from proxy.wire import JSON_TYPE
+
+if TYPE_CHECKING:
+    from proxy.config import ProviderSettings
+    from proxy.exchange import Exchange
+
+
+class Pool:
+    """The connections to one provider."""
+
+    __slots__ = ("provider", "loop", "ssl", "idle", "open", "waiters", "request_prefixes", "tasks", "opened_total")
+
+    def __init__(self, provider: ProviderSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self.provider = provider
+        self.loop = loop
+        self.ssl = make_ssl_context(provider.ca_file) if provider.tls else None
+        self.idle: list[UpstreamProtocol] = []
+        self.open = 0  # connected or connecting
+        self.waiters: deque[tuple[Exchange, float]] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.opened_total = 0
+        # "POST /v1/chat/completions HTTP/1.1\r\nhost: ...\r\nauthorization: ...\r\n", per endpoint
+        self.request_prefixes: dict[str, bytes] = {}
+        for endpoint in ("/chat/completions", "/messages", "/embeddings"):
+            self.request_prefixes[endpoint] = (
+                b"POST " + provider.path(endpoint) + b" HTTP/1.1\r\n" + provider.fixed_headers + JSON_TYPE
+            )
+
+    def acquire(self, ex: Exchange) -> UpstreamProtocol | None:
+        """An idle connection now, or None: then `pipeline.send` or `pipeline.on_connect_failed` follows."""
+        idle = self.idle
+        if idle:
+            oldest_ok = self.loop.time() - self.provider.pool_idle_timeout_s
+            while idle:
+                conn = idle.pop()
+                if conn.released_at >= oldest_ok and conn.usable:
+                    conn.reused = True
+                    return conn
+                conn.close()
+        if self.open < self.provider.max_connections:
+            self._connect(ex)
+        else:
+            self.waiters.append((ex, self.loop.time() + self.provider.connect_timeout_s))
+        return None
+
+    def connect_new(self, ex: Exchange) -> None:
+        """Open a fresh connection for `ex` whatever is idle (after a stale pooled one failed)."""
+        if self.open < self.provider.max_connections:
+            self._connect(ex)
+        else:
+            self.waiters.append((ex, self.loop.time() + self.provider.connect_timeout_s))
+
+    def release(self, conn: UpstreamProtocol) -> None:
+        """Take back a connection that finished a response cleanly."""
+        while self.waiters:
+            ex, _ = self.waiters.popleft()
+            if not ex.aborted:
+                conn.state = ConnState.ACTIVE
+                conn.reused = True
+                pipeline.send(ex, conn)
+                return
+        conn.state = ConnState.IDLE
+        conn.released_at = self.loop.time()
+        self.idle.append(conn)
+
+    def discard(self, conn: UpstreamProtocol) -> None:
+        """Forget a closed connection; a waiting exchange may now connect."""
+        self.open -= 1
+        if conn in self.idle:  # cold path: the provider closed an idle connection
+            self.idle.remove(conn)
+        while self.waiters and self.open < self.provider.max_connections:
+            ex, _ = self.waiters.popleft()
+            if not ex.aborted:
+                self._connect(ex)
+
+    def sweep(self, now: float) -> None:
+        """Close idle connections past their expiry and fail waiters past their deadline (on the tick)."""
+        oldest_ok = now - self.provider.pool_idle_timeout_s
+        idle = self.idle
+        while idle and idle[0].released_at < oldest_ok:
+            idle.pop(0).close()
+        while self.waiters and (self.waiters[0][1] <= now or self.waiters[0][0].aborted):
+            ex, _ = self.waiters.popleft()
+            if not ex.aborted:
+                pipeline.on_connect_failed(
+                    ex, errors.PoolTimeout(f"no connection to provider {self.provider.name!r} became free in time")
+                )
+
+    def close(self) -> None:
+        """Close every connection (shutdown)."""
+        for conn in list(self.idle):
+            conn.close()
+        for task in list(self.tasks):
+            task.cancel()
+
+    @property
+    def idle_count(self) -> int:
+        return len(self.idle)
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.provider.name} open={self.open} idle={len(self.idle)} waiting={len(self.waiters)}>"
+
+    # internal
+
+    def _connect(self, ex: Exchange) -> None:
+        self.open += 1
+        task = self.loop.create_task(self._open_for(ex))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _open_for(self, ex: Exchange) -> None:
+        provider = self.provider
+        started = perf_counter()
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: UpstreamProtocol(self),
+                    provider.host,
+                    provider.port,
+                    ssl=self.ssl,
+                    server_hostname=provider.host if self.ssl else None,
+                ),
+                provider.connect_timeout_s,
+            )
+        except asyncio.CancelledError:
+            self.open -= 1
+            raise
+        except (TimeoutError, asyncio.TimeoutError):
+            self.open -= 1
+            pipeline.on_connect_failed(ex, errors.ConnectTimeout(f"connecting to provider {provider.name!r} timed out"))
+            return
+        except ssl.SSLError as exc:
+            self.open -= 1
+            reason = exc.reason or "handshake failed"
+            pipeline.on_connect_failed(ex, errors.ConnectError(f"TLS to provider {provider.name!r} failed: {reason}"))
+            return
+        except OSError as exc:
+            self.open -= 1
+            reason = exc.strerror or type(exc).__name__
+            pipeline.on_connect_failed(ex, errors.ConnectError(f"cannot connect to provider {provider.name!r}: {reason}"))
+            return
+        self.opened_total += 1
+        ex.t_waited += perf_counter() - started
+        if ex.aborted:
+            self.release(conn)
+        else:
+            conn.state = ConnState.ACTIVE
+            pipeline.send(ex, conn)
+
+
+def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verifying TLS client context; `ca_file` replaces the system trust store when given."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.set_alpn_protocols(["http/1.1"])
+    return context

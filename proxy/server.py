@@ -1,0 +1,121 @@
+"""The gateway process: listening socket, shared state, the 1 Hz tick, and shutdown.
+
+`Gateway` holds what every connection shares: settings, one pool per provider, stats, and a
+few byte strings the request path reuses (the date header, per-provider response headers).
+Time-derived bytes are rebuilt by the tick, never per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from email.utils import formatdate
+
+from proxy import admin
+from proxy.config import Settings
+from proxy.downstream import DownstreamProtocol
+from proxy.pool import Pool
+from proxy.stats import Stats
+
+log = logging.getLogger("llm_edge")
+
+
+class Gateway:
+    """Shared state of one gateway process."""
+
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.loop = loop
+        self.pools = [Pool(provider, loop) for provider in settings.providers]
+        self.stats = Stats(len(settings.routes))
+        self.connections: set[DownstreamProtocol] = set()
+        self.created = int(time.time())
+        self.started_at = time.monotonic()
+        self.draining = False
+        self.server: asyncio.Server | None = None
+        self.date_header = b""
+        self.provider_headers = [f"x-llm-edge-provider: {p.name}\r\n".encode("latin-1") for p in settings.providers]
+        self.attempt_headers = [b"x-llm-edge-attempts: %d\r\n" % n for n in range(10)]
+        self.models_body = admin.models_body(self)
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._tick()
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and start accepting; returns the bound address (useful with port 0)."""
+        server_settings = self.settings.server
+        self.server = await self.loop.create_server(
+            lambda: DownstreamProtocol(self),
+            server_settings.host,
+            server_settings.port,
+            reuse_address=True,
+            backlog=4096,
+        )
+        sock = self.server.sockets[0]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        host, port = sock.getsockname()[:2]
+        return host, port
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let in-flight exchanges finish for up to `timeout` seconds, then close all."""
+        self.draining = True
+        if self.server is not None:
+            self.server.close()
+        deadline = self.loop.time() + timeout
+        while self.loop.time() < deadline:
+            for conn in list(self.connections):
+                if conn.idle:
+                    conn.close()
+            if not self.connections:
+                break
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+        for pool in self.pools:
+            pool.close()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        await asyncio.sleep(0)
+
+    def _tick(self) -> None:
+        now = time.time()
+        self.date_header = b"date: %b\r\n" % formatdate(now, usegmt=True).encode("ascii")
+        loop_now = self.loop.time()
+        for pool in self.pools:
+            pool.sweep(loop_now)
+        # Fire just after the next whole second, so the date header changes on time.
+        self._tick_handle = self.loop.call_later(1.0 - (now % 1.0) + 0.001, self._tick)
+
+
+def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
+    """A uvloop loop, or stock asyncio's when asked (for A/B comparisons)."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run(settings: Settings, loop_kind: str = "uvloop", shutdown_timeout_s: float = 30.0) -> int:
+    """Serve until SIGTERM or SIGINT, then drain and return the exit code."""
+    loop = new_event_loop(loop_kind)
+    asyncio.set_event_loop(loop)
+    gateway = Gateway(settings, loop)
+    try:
+        host, port = loop.run_until_complete(gateway.start())
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.server.host, settings.server.port, exc.strerror)
+        return 1
+    stopping = loop.create_future()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda: stopping.done() or stopping.set_result(None))
+    print(f"llm-edge listening on {host}:{port}", flush=True)
+    log.info("serving %d model(s) over %d provider(s) from %s", len(settings.models), len(settings.providers),
+             settings.source)
+    loop.run_until_complete(stopping)
+    log.info("shutting down: finishing in-flight requests (up to %.0fs)", shutdown_timeout_s)
+    loop.run_until_complete(gateway.stop(shutdown_timeout_s))
+    loop.close()
+    return 0

@@ -1,0 +1,171 @@
+"""Gateway-wide counters and latency histograms, in preallocated arrays.
+
+Recording is a few integer operations on lists sized at start-up, indexed by route id or
+histogram bucket: no dict is touched per request. Percentiles and JSON are computed only
+when someone asks (`snapshot`). Nothing here does I/O.
+
+Histograms are log-linear over whole microseconds: exact below 32 µs, then 16 buckets per
+power of two, so any reported percentile is within about 3% of the true value.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxy.config import Settings
+    from proxy.exchange import Exchange
+
+_SUB = 16  # sub-buckets per power of two
+_BUCKETS = 34 * _SUB  # up to 2**37 µs, about 38 hours
+_MAX_US = (1 << 37) - 1
+
+# "prompt_tokens": 12 / "input_tokens": 12 ... found in the tail of a response body.
+_USAGE_RE = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_tokens)"\s*:\s*(\d+)')
+
+
+class Histogram:
+    """A fixed-size log-linear histogram of durations."""
+
+    __slots__ = ("counts", "count", "total_us", "max_us")
+
+    def __init__(self) -> None:
+        self.counts = [0] * _BUCKETS
+        self.count = 0
+        self.total_us = 0
+        self.max_us = 0
+
+    def record(self, seconds: float) -> None:
+        us = int(seconds * 1e6)
+        if us < 0:
+            us = 0
+        elif us > _MAX_US:
+            us = _MAX_US
+        if us < 2 * _SUB:
+            index = us
+        else:
+            shift = us.bit_length() - 5  # keeps (us >> shift) in 16..31
+            index = shift * _SUB + (us >> shift)
+        self.counts[index] += 1
+        self.count += 1
+        self.total_us += us
+        if us > self.max_us:
+            self.max_us = us
+
+    def percentile(self, q: float) -> float:
+        """The value (µs) below which a fraction `q` of the samples fall, 0 when empty."""
+        if not self.count:
+            return 0.0
+        rank = q * self.count
+        seen = 0
+        for index, n in enumerate(self.counts):
+            seen += n
+            if n and seen >= rank:
+                low, high = bucket_bounds(index)
+                return min((low + high) / 2, float(self.max_us))
+        return float(self.max_us)
+
+    def snapshot(self) -> dict[str, float]:
+        return {
+            "count": self.count,
+            "mean": self.total_us / self.count if self.count else 0.0,
+            "p50": self.percentile(0.50),
+            "p90": self.percentile(0.90),
+            "p99": self.percentile(0.99),
+            "max": float(self.max_us),
+        }
+
+
+def bucket_bounds(index: int) -> tuple[int, int]:
+    """[low, high) in microseconds of histogram bucket `index`."""
+    if index < 2 * _SUB:
+        return index, index + 1
+    shift = index // _SUB - 1
+    mantissa = index % _SUB + _SUB
+    return mantissa << shift, (mantissa + 1) << shift
+
+
+class Stats:
+    """Counters for the whole gateway and per route, indexed by route id."""
+
+    __slots__ = (
+        "requests", "by_status", "overhead", "latency", "ttfb",
+        "route_requests", "route_errors", "route_in_tokens", "route_out_tokens", "route_spend_nano",
+    )  # fmt: skip
+
+    def __init__(self, route_count: int) -> None:
+        self.requests = 0
+        self.by_status = [0] * 600
+        self.overhead = Histogram()
+        self.latency = Histogram()
+        self.ttfb = Histogram()
+        self.route_requests = [0] * route_count
+        self.route_errors = [0] * route_count
+        self.route_in_tokens = [0] * route_count
+        self.route_out_tokens = [0] * route_count
+        self.route_spend_nano = [0] * route_count  # integer nano-dollars: sums never drift
+
+    def record(self, ex: Exchange) -> None:
+        """Account for a finished exchange."""
+        self.requests += 1
+        status = ex.status
+        if 0 < status < 600:
+            self.by_status[status] += 1
+        route = ex.route
+        if route is None or not ex.t_sent:
+            return
+        self.latency.record(ex.t_end - ex.t_start)
+        if ex.t_relayed:
+            self.overhead.record(ex.overhead())
+            self.ttfb.record(ex.t_relayed - ex.t_start)
+        rid = route.id
+        self.route_requests[rid] += 1
+        if status >= 400 or not status:
+            self.route_errors[rid] += 1
+        elif ex.upstream_body:
+            tokens_in, tokens_out = scan_usage(ex.upstream_body)
+            self.route_in_tokens[rid] += tokens_in
+            self.route_out_tokens[rid] += tokens_out
+            # price per million tokens × tokens = micro-dollars; ×1000 = nano-dollars
+            self.route_spend_nano[rid] += round(
+                (tokens_in * route.input_per_mtok + tokens_out * route.output_per_mtok) * 1000
+            )
+
+    def snapshot(self, settings: Settings) -> dict[str, Any]:
+        """Everything, as JSON-ready values (the body of `GET /stats`)."""
+        routes = []
+        for route in settings.routes:
+            rid = route.id
+            routes.append(
+                {
+                    "id": rid,
+                    "model": route.model,
+                    "provider": route.provider.name,
+                    "upstream_model": route.upstream_model,
+                    "requests": self.route_requests[rid],
+                    "errors": self.route_errors[rid],
+                    "input_tokens": self.route_in_tokens[rid],
+                    "output_tokens": self.route_out_tokens[rid],
+                    "spend_usd": self.route_spend_nano[rid] / 1e9,
+                }
+            )
+        return {
+            "requests": self.requests,
+            "by_status": {str(code): n for code, n in enumerate(self.by_status) if n},
+            "overhead_us": self.overhead.snapshot(),
+            "latency_us": self.latency.snapshot(),
+            "ttfb_us": self.ttfb.snapshot(),
+            "routes": routes,
+        }
+
+
+def scan_usage(tail: bytes) -> tuple[int, int]:
+    """(input, output) tokens from the last usage object in the tail of a response body."""
+    tokens_in = tokens_out = 0
+    for name, value in _USAGE_RE.findall(tail):
+        if name == b"prompt_tokens" or name == b"input_tokens":
+            tokens_in = int(value)
+        else:
+            tokens_out = int(value)
+    return tokens_in, tokens_out

@@ -1,0 +1,96 @@
+"""Bytes we send, precomputed: status lines, header names, error bodies, chunk framing.
+
+Nothing here does I/O. Whatever the request path writes that does not come from the
+upstream is built here once, at import, or by a small pure helper.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import orjson
+
+from proxy import __version__
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_REASONS[529] = "Overloaded"
+
+# "HTTP/1.1 200 OK\r\n" for every status, so a head never formats its status line.
+STATUS_LINE = {
+    code: f"HTTP/1.1 {code} {_REASONS.get(code, 'Unknown')}\r\n".encode("ascii") for code in range(100, 600)
+}
+
+CRLF = b"\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+SERVER_HEADER = f"server: llm-edge/{__version__}\r\n".encode("ascii")
+JSON_TYPE = b"content-type: application/json\r\n"
+CHUNKED = b"transfer-encoding: chunked\r\n"
+CONNECTION_CLOSE = b"connection: close\r\n"
+NO_BUFFERING = b"x-accel-buffering: no\r\n"
+PROVIDER_HEADER = b"x-llm-edge-provider: "
+ATTEMPTS_HEADER = b"x-llm-edge-attempts: "
+
+# Response headers from upstream that describe the upstream hop, not the message.
+HOP_BY_HOP = frozenset(
+    (
+        b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer",
+        b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"content-length",
+    )
+)  # fmt: skip
+
+# Request headers never forwarded upstream: hop-by-hop ones, framing we redo, the client's
+# own credentials (the provider's key replaces them), and encodings we must be able to read.
+NOT_FORWARDED = HOP_BY_HOP | frozenset(
+    (b"host", b"authorization", b"x-api-key", b"expect", b"accept-encoding", b"content-type", b"anthropic-version")
+)
+
+
+def chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk holding `data` (which must not be empty)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def openai_error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+    """OpenAI's error shape, which the OpenAI SDK and most clients expect."""
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def json_response(
+    status: int,
+    body: bytes,
+    *,
+    close: bool = False,
+    extra: bytes = b"",
+    date: bytes = b"",
+) -> bytes:
+    """A complete JSON response: head and body in one buffer, for one write."""
+    return b"".join(
+        (
+            STATUS_LINE[status],
+            SERVER_HEADER,
+            date,
+            JSON_TYPE,
+            b"content-length: %d\r\n" % len(body),
+            extra,
+            CONNECTION_CLOSE if close else b"",
+            CRLF,
+            body,
+        )
+    )
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None = None,
+    param: str | None = None,
+    *,
+    close: bool = False,
+    extra: bytes = b"",
+    date: bytes = b"",
+) -> bytes:
+    """A complete error response in OpenAI's shape."""
+    return json_response(status, openai_error_body(message, type_, code, param), close=close, extra=extra, date=date)
