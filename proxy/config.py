@@ -45,6 +45,7 @@ class ServerSettings:
     body_timeout_s: float = 60.0
     keepalive_timeout_s: float = 75.0
     max_pipelined: int = 16
+    forward_headers: tuple[bytes, ...] = (b"openai-organization", b"openai-project", b"openai-beta", b"anthropic-beta")
 
 
 @dataclass(slots=True, frozen=True)
@@ -69,6 +70,7 @@ class ProviderSettings:
     stream_idle_timeout_s: float = 120.0
     total_timeout_s: float = 1800.0
     ca_file: str | None = None
+    soonest_timeout_s: float = 120.0  # the shortest of the three response timeouts
     # Precomputed request-head fragment: host and auth lines, ready to send.
     fixed_headers: bytes = field(default=b"", repr=False)
 
@@ -199,6 +201,7 @@ def _server(t: dict[str, Any]) -> ServerSettings:
         body_timeout_s=_seconds(t, "body_timeout_s", where, defaults.body_timeout_s),
         keepalive_timeout_s=_seconds(t, "keepalive_timeout_s", where, defaults.keepalive_timeout_s),
         max_pipelined=_int(t, "max_pipelined", where, defaults.max_pipelined),
+        forward_headers=_header_names(t, "forward_headers", where, defaults.forward_headers),
     )
 
 
@@ -236,16 +239,20 @@ def _provider(index: int, t: dict[str, Any], env: dict[str, str]) -> ProviderSet
     version = _str(t, "anthropic_version", where) or DEFAULT_ANTHROPIC_VERSION
 
     d = ProviderSettings.__dataclass_fields__
+    first_byte = _seconds(t, "first_byte_timeout_s", where, d["first_byte_timeout_s"].default)
+    stream_idle = _seconds(t, "stream_idle_timeout_s", where, d["stream_idle_timeout_s"].default)
+    total = _seconds(t, "total_timeout_s", where, d["total_timeout_s"].default)
     provider = ProviderSettings(
         id=index, name=name, kind=kind, base_url=base_url, tls=tls, host=host, port=port, base_path=base_path,
         api_key=api_key, api_key_env=key_env, anthropic_version=version,
         max_connections=_int(t, "max_connections", where, d["max_connections"].default),
         pool_idle_timeout_s=_seconds(t, "pool_idle_timeout_s", where, d["pool_idle_timeout_s"].default),
         connect_timeout_s=_seconds(t, "connect_timeout_s", where, d["connect_timeout_s"].default),
-        first_byte_timeout_s=_seconds(t, "first_byte_timeout_s", where, d["first_byte_timeout_s"].default),
-        stream_idle_timeout_s=_seconds(t, "stream_idle_timeout_s", where, d["stream_idle_timeout_s"].default),
-        total_timeout_s=_seconds(t, "total_timeout_s", where, d["total_timeout_s"].default),
+        first_byte_timeout_s=first_byte,
+        stream_idle_timeout_s=stream_idle,
+        total_timeout_s=total,
         ca_file=ca_file,
+        soonest_timeout_s=min(first_byte, stream_idle, total),
         fixed_headers=_fixed_headers(kind, host, port, tls, api_key, version),
     )  # fmt: skip
     return provider
@@ -314,6 +321,21 @@ def _parse_base_url(url: str, where: str) -> tuple[bool, str, int, str]:
     except ValueError:
         raise ConfigError(f"{where}: invalid port in {url!r}") from None
     return tls, parts.hostname, port, parts.path.rstrip("/")
+
+
+_NEVER_FORWARDED = {"authorization", "x-api-key", "host", "content-length", "transfer-encoding", "connection"}
+
+
+def _header_names(t: dict[str, Any], key: str, where: str, default: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    value = t.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{_join(where, key)}: expected an array of header names")
+    for name in value:
+        if name.lower() in _NEVER_FORWARDED:
+            raise ConfigError(f"{_join(where, key)}: {name!r} is never forwarded")
+    return tuple(name.lower().encode("latin-1") for name in value)
 
 
 def _check_keys(t: dict[str, Any], allowed: set[str], where: str) -> None:

@@ -27,7 +27,7 @@ import httptools
 
 from proxy import errors, pipeline
 from proxy.exchange import Exchange
-from proxy.wire import CONTINUE_100, NOT_FORWARDED
+from proxy.wire import CONTINUE_100
 
 if TYPE_CHECKING:
     from proxy.server import Gateway
@@ -35,7 +35,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("llm_edge.downstream")
 
 INF = float("inf")
-_IDLE, _HEAD, _BODY, _WAIT = 0, 1, 2, 3
+_IDLE, _HEAD, _BODY = 0, 1, 2
+
+# What to do with a request header, by lowercased name (see `header_actions`).
+FORWARD, CONTENT_LENGTH, HOST, EXPECT, CONNECTION, CACHE_CONTROL = range(6)
+
+
+
+def header_actions(forwarded: tuple[bytes, ...]) -> dict[bytes, int]:
+    """The request headers the gateway acts on, keyed by lowercased name: `forwarded` ones go
+    upstream (`[server] forward_headers`); everything else, the client's credentials above
+    all, stays here."""
+    actions = {name: FORWARD for name in forwarded}
+    actions.update(
+        {
+            b"content-length": CONTENT_LENGTH,
+            b"host": HOST,
+            b"expect": EXPECT,
+            b"connection": CONNECTION,
+            b"cache-control": CACHE_CONTROL,
+        }
+    )
+    return actions
 _WRITE_HIGH_WATER = 64 * 1024
 
 
@@ -145,7 +166,7 @@ class DownstreamProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.stop_reading:
             raise _StopParsing  # bytes after a "close" or a rejected request are not ours to answer
-        self.reading = Exchange(self)
+        self.reading = Exchange(self.gateway, self)
         if self.state == _IDLE:
             self.state = _HEAD
             if self.active is None:
@@ -165,26 +186,28 @@ class DownstreamProtocol(asyncio.Protocol):
             return  # a chunked trailer: nothing in one matters to us
         ex.header_count += 1
         ex.header_bytes += len(name) + len(value) + 4
-        if ex.header_count > self.limits.max_headers or ex.header_bytes > self.limits.max_header_bytes:
-            raise errors.HeadersTooLarge("too many or too large request headers")
-        name = name.lower()
-        if name in NOT_FORWARDED:
-            if name == b"content-length":
-                ex.content_length = int(value)  # httptools has already checked the digits
-                if ex.content_length > self.limits.max_body_bytes:
-                    raise errors.PayloadTooLarge(f"request body exceeds {self.limits.max_body_bytes} bytes")
-            elif name == b"host":
-                ex.host_count += 1
-            elif name == b"expect":
-                if value.lower() != b"100-continue":
-                    raise errors.ExpectationFailed("only 'Expect: 100-continue' is supported")
-                ex.expect_continue = True
-            elif name == b"connection" and b"close" in value.lower():
-                ex.keep_alive = False
+        if ex.header_count > self.limits.max_headers:
+            raise errors.HeadersTooLarge(f"more than {self.limits.max_headers} request headers")
+        action = self.gateway.header_actions.get(name.lower())  # one dict probe for the headers we ignore
+        if action is None:
             return
-        if name == b"cache-control":
+        if action == FORWARD:
+            ex.forward_headers.append(b"%b: %b\r\n" % (name, value))
+        elif action == CONTENT_LENGTH:
+            ex.content_length = int(value)  # httptools has already checked the digits
+            if ex.content_length > self.limits.max_body_bytes:
+                raise errors.PayloadTooLarge(f"request body exceeds {self.limits.max_body_bytes} bytes")
+        elif action == HOST:
+            ex.host_count += 1
+        elif action == EXPECT:
+            if value.lower() != b"100-continue":
+                raise errors.ExpectationFailed("only 'Expect: 100-continue' is supported")
+            ex.expect_continue = True
+        elif action == CONNECTION:
+            if b"close" in value.lower():
+                ex.keep_alive = False
+        elif action == CACHE_CONTROL:
             ex.cache_control = value
-        ex.forward_headers.append(b"%b: %b\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
         ex = self.reading
@@ -194,9 +217,11 @@ class DownstreamProtocol(asyncio.Protocol):
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise errors.MalformedHTTP(f"unsupported HTTP version {version}")
+        if ex.header_bytes > self.limits.max_header_bytes:
+            raise errors.HeadersTooLarge(f"request headers exceed {self.limits.max_header_bytes} bytes")
         if version == "1.1" and ex.host_count != 1:
             raise errors.MalformedHTTP("an HTTP/1.1 request needs exactly one Host header")
-        if not ex.url.startswith(b"/"):
+        if not ex.url.startswith(b"/") and ex.method != b"CONNECT":  # CONNECT gets its 405 below
             raise errors.MalformedHTTP("only origin-form request targets are accepted; this is not a forward proxy")
         ex.keep_alive = ex.keep_alive and parser.should_keep_alive()
         self.state = _BODY
@@ -289,7 +314,7 @@ class DownstreamProtocol(asyncio.Protocol):
     def _reject(self, exc: errors.GatewayError) -> None:
         """Answer a request that could not be parsed, in its turn, then close."""
         self.stop_reading = True
-        ex = self.reading or Exchange(self)
+        ex = self.reading or Exchange(self.gateway, self)
         self.reading = None
         ex.error = exc
         ex.keep_alive = False
@@ -307,9 +332,16 @@ class DownstreamProtocol(asyncio.Protocol):
             self._close()
 
     def _arm(self, deadline: float) -> None:
-        # One timer per connection with a movable deadline: moving it costs a float store.
+        # One timer per connection with a movable deadline: moving it later costs a float
+        # store; the timer re-arms itself when it fires early. Only an earlier deadline
+        # needs a new timer.
         self.deadline = deadline
-        if self.timer is None and deadline != INF:
+        if deadline == INF:
+            return
+        timer = self.timer
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
             self.timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:

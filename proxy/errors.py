@@ -92,6 +92,10 @@ class MethodNotAllowed(GatewayError):
     type = "invalid_request_error"
 
 
+class ConnectNotAllowed(MethodNotAllowed):
+    close = True  # whatever follows a CONNECT is meant for a tunnel, not for us
+
+
 # Upstream: the provider could not be used.
 
 

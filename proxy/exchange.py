@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from proxy.config import Route
     from proxy.downstream import DownstreamProtocol
     from proxy.errors import GatewayError
+    from proxy.server import Gateway
     from proxy.upstream import UpstreamProtocol
 
 
@@ -26,20 +27,21 @@ class Exchange:
 
     __slots__ = (
         # request, from the downstream parser
-        "downstream", "method", "url", "keep_alive", "forward_headers", "body_parts", "body_size", "body",
+        "gateway", "downstream", "method", "url", "keep_alive", "forward_headers", "body_parts", "body_size", "body",
         "content_length", "header_bytes", "header_count", "host_count", "expect_continue",
         "cache_control", "error",
         # request, after parsing the body
         "payload", "model", "stream", "endpoint",
         # routing and upstream
-        "route", "attempts", "upstream", "upstream_body",
+        "route", "attempts", "upstream",
         # response
-        "status", "response_head", "head_sent", "chunked_out", "close_after", "done", "aborted",
+        "status", "head_sent", "close_delimited", "tail", "tail_prev", "close_after", "done", "aborted",
         # timing
         "t_start", "t_sent", "t_waited", "t_upstream", "t_relayed", "t_end",
     )  # fmt: skip
 
-    def __init__(self, downstream: DownstreamProtocol | None) -> None:
+    def __init__(self, gateway: Gateway, downstream: DownstreamProtocol) -> None:
+        self.gateway = gateway
         self.downstream = downstream
         self.method = b""
         self.url = b""
@@ -64,12 +66,12 @@ class Exchange:
         self.route: Route | None = None
         self.attempts = 0
         self.upstream: UpstreamProtocol | None = None
-        self.upstream_body = b""
 
         self.status = 0
-        self.response_head = b""  # built, not yet written (merged with the first body write)
         self.head_sent = False
-        self.chunked_out = False
+        self.close_delimited = False
+        self.tail = b""  # the latest piece of the response body, and the one before it
+        self.tail_prev = b""
         self.close_after = False
         self.done = False
         self.aborted = False

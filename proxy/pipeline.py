@@ -2,7 +2,7 @@
 
     handle ─ endpoint ─ parse_request ─ lookup_cache ─ pick_route ─ forward ─ send
                                                                                │
-    finish ◄─ on_upstream_done ◄─ on_upstream_body ◄─ on_upstream_head ◄───────┘
+    finish ◄─ on_upstream_done ◄─ on_upstream_data ◄─ on_upstream_head ◄───────┘
        ▲
        └── fail (before any byte reached the client: an error response; after: an error
            event or a close)
@@ -26,7 +26,6 @@ import orjson
 from proxy import admin, body, errors
 from proxy.config import Route
 from proxy.wire import (
-    CHUNKED,
     CONNECTION_CLOSE,
     CRLF,
     LAST_CHUNK,
@@ -35,6 +34,7 @@ from proxy.wire import (
     chunk,
     error_response,
     openai_error_body,
+    strip_hop_by_hop,
 )
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ def handle(ex: Exchange) -> None:
     try:
         if ex.error is not None:
             raise ex.error
+        if ex.method == b"CONNECT":
+            raise errors.ConnectNotAllowed("CONNECT is not supported: llm-edge is not a forward proxy")
         path = ex.url
         query = path.find(b"?")
         if query >= 0:
@@ -60,14 +62,12 @@ def handle(ex: Exchange) -> None:
         entry = ENDPOINTS.get(path)
         if entry is None:
             if path.startswith(b"/v1/models/") and ex.method in (b"GET", b"HEAD"):
-                reply(ex, admin.model(_gateway(ex), path[11:].decode("utf-8", "replace")))
+                reply(ex, admin.model(ex.gateway, path[11:].decode("utf-8", "replace")))
                 return
             raise errors.NotFound(f"unknown path {path.decode('latin-1')[:200]!r}")
         method, handler = entry
         if ex.method != method and not (method == b"GET" and ex.method == b"HEAD"):
-            exc = errors.MethodNotAllowed(f"{ex.method.decode('latin-1')} is not allowed here; use {method.decode()}")
-            exc.close = ex.method == b"CONNECT"
-            raise exc
+            raise errors.MethodNotAllowed(f"{ex.method.decode('latin-1')} is not allowed here; use {method.decode()}")
         handler(ex)
     except errors.GatewayError as exc:
         reply_error(ex, exc)
@@ -128,7 +128,7 @@ def parse_request(ex: Exchange) -> dict[str, Any]:
 
 def resolve_model(ex: Exchange) -> tuple[Route, ...]:
     """The routes that may serve the requested model, best first."""
-    gateway = _gateway(ex)
+    gateway = ex.gateway
     model = gateway.settings.models.get(ex.model)
     if model is not None:
         return model.routes
@@ -164,7 +164,7 @@ def forward(ex: Exchange) -> None:
     route = ex.route
     assert route is not None
     ex.attempts += 1
-    conn = _gateway(ex).pools[route.provider.id].acquire(ex)
+    conn = ex.gateway.pools[route.provider.id].acquire(ex)
     if conn is not None:
         send(ex, conn)
 
@@ -198,65 +198,52 @@ def on_connect_failed(ex: Exchange, exc: errors.UpstreamError) -> None:
 # on_upstream_*: the response, relayed as it arrives
 
 
-def on_upstream_head(ex: Exchange, conn: UpstreamProtocol) -> None:
-    """Build the client's response head; it is written with the first body bytes."""
+def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: bytes) -> None:
+    """Relay the response head, adjusted for this hop, with whatever body bytes came with it."""
     status = conn.status
     ex.status = status
+    gateway = ex.gateway
     route = ex.route
     assert route is not None
-    gateway = _gateway(ex)
-    parts = [STATUS_LINE[status], *conn.headers, gateway.provider_headers[route.provider.id]]
-    parts.append(gateway.attempt_headers[min(ex.attempts, 9)])
-    if conn.content_length >= 0:
-        parts.append(b"content-length: %d\r\n" % conn.content_length)
-    else:
-        parts.append(CHUNKED)
-        ex.chunked_out = True
+    lower = head.lower()
+    ex.close_delimited = lower.find(b"\r\ntransfer-encoding:") < 0 and lower.find(b"\r\ncontent-length:") < 0
+    head = strip_hop_by_hop(head, lower)
+    ours = gateway.provider_headers[route.provider.id] + gateway.attempt_headers[min(ex.attempts, 9)]
     if ex.stream:
-        parts.append(NO_BUFFERING)
-    if not ex.keep_alive:
-        parts.append(CONNECTION_CLOSE)
-    parts.append(CRLF)
-    ex.response_head = b"".join(parts)
-
-
-def on_upstream_body(ex: Exchange, data: bytes) -> None:
-    """Relay one piece of the response body, unbuffered."""
-    ex.upstream_body = data  # the latest piece: usage is read from the tail at the end
-    if ex.aborted or not data:
-        return
-    out = chunk(data) if ex.chunked_out else data
-    downstream = ex.downstream
-    assert downstream is not None
-    if ex.head_sent:
-        downstream.write(out)
-        return
+        ours += NO_BUFFERING
+    if ex.close_delimited or not ex.keep_alive:
+        ours += CONNECTION_CLOSE
+        ex.close_after = True
+    if head.startswith(b"HTTP/1.1 "):
+        line_end = head.find(b"\r\n") + 2
+        out = head[:line_end] + ours + head[line_end:] + rest
+    else:  # an HTTP/1.0 provider: our hop is 1.1
+        out = STATUS_LINE[status] + ours + head[head.find(b"\r\n") + 2 :] + rest
+    ex.tail = rest
     ex.head_sent = True
-    downstream.write(ex.response_head + out)  # one write for head and first bytes: one syscall, not two
+    if not ex.aborted:
+        ex.downstream.write(out)  # head and first body bytes in one write: one syscall, not two
     ex.t_relayed = perf_counter()
 
 
+def on_upstream_data(ex: Exchange, data: bytes) -> None:
+    """Relay body bytes exactly as the provider framed them, as they arrive."""
+    ex.tail_prev = ex.tail  # usage is read from the tail when the response ends
+    ex.tail = data
+    if not ex.aborted:
+        ex.downstream.write(data)
+
+
 def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> None:
-    """The response is complete: end the client's body, give the connection back, finish."""
+    """The response is complete: give the connection back and finish."""
     ex.upstream = None
     if reusable:
         conn.pool.release(conn)
-    if ex.aborted:
-        return
-    downstream = ex.downstream
-    assert downstream is not None
-    if not ex.head_sent:
-        ex.head_sent = True
-        downstream.write(ex.response_head + LAST_CHUNK if ex.chunked_out else ex.response_head)
-        ex.t_relayed = perf_counter()
-    elif ex.chunked_out:
-        downstream.write(LAST_CHUNK)
     finish(ex)
 
 
 def on_upstream_error(ex: Exchange, conn: UpstreamProtocol, exc: errors.UpstreamError) -> None:
     """The upstream connection failed mid-exchange (it is already closed)."""
-    ex.upstream = None
     if ex.aborted:
         return
     if not ex.head_sent and conn.reused and not ex.t_upstream and isinstance(exc, errors.UpstreamClosed):
@@ -264,9 +251,11 @@ def on_upstream_error(ex: Exchange, conn: UpstreamProtocol, exc: errors.Upstream
         # it, so sending it again on a fresh connection is safe. Once only.
         route = ex.route
         assert route is not None
-        _gateway(ex).pools[route.provider.id].connect_new(ex)
+        ex.upstream = None
+        ex.gateway.pools[route.provider.id].connect_new(ex)
         return
     fail(ex, exc)
+    ex.upstream = None
 
 
 def fail(ex: Exchange, exc: errors.GatewayError) -> None:
@@ -276,13 +265,13 @@ def fail(ex: Exchange, exc: errors.GatewayError) -> None:
     if not ex.head_sent:
         reply_error(ex, exc)
         return
-    downstream = ex.downstream
-    assert downstream is not None
-    if ex.stream and ex.chunked_out:
-        # The client already has a 200 and some events: an error event is the only honest
-        # end left (the SDKs raise on it), never a clean end that looks like success.
+    conn = ex.upstream
+    if ex.stream and conn is not None and not conn.in_chunk and not ex.close_delimited:
+        # The client already has a 200 and some events, and we sit between two chunks: an
+        # error event is the only honest end left (the SDKs raise on it), never a clean end
+        # that looks like success. Mid-chunk, closing is the only way to say it.
         event = b"data: " + openai_error_body(exc.message, exc.type, exc.code) + b"\n\n"
-        downstream.write(chunk(event) + LAST_CHUNK)
+        ex.downstream.write(chunk(event) + LAST_CHUNK)
     ex.close_after = True
     if not ex.status or ex.status < 400:
         ex.status = exc.status
@@ -309,7 +298,7 @@ def reply_error(ex: Exchange, exc: errors.GatewayError) -> None:
     close = exc.close or not ex.keep_alive
     ex.status = exc.status
     ex.close_after = close
-    gateway = _gateway(ex)
+    gateway = ex.gateway
     response = error_response(
         exc.status, exc.message, exc.type, exc.code, exc.param, close=close, date=gateway.date_header
     )
@@ -336,22 +325,16 @@ def finish(ex: Exchange) -> None:
         return
     ex.done = True
     ex.t_end = perf_counter()
-    gateway = _gateway(ex)
+    gateway = ex.gateway
     gateway.stats.record(ex)
     downstream = ex.downstream
     if downstream is not None:
         downstream.exchange_done(ex)
 
 
-def _gateway(ex: Exchange) -> Gateway:
-    downstream = ex.downstream
-    assert downstream is not None
-    return downstream.gateway
-
-
 def _admin(build: Callable[[Gateway], bytes]) -> Callable[[Exchange], None]:
     def handler(ex: Exchange) -> None:
-        reply(ex, build(_gateway(ex)))
+        reply(ex, build(ex.gateway))
 
     return handler
 

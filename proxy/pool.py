@@ -53,7 +53,7 @@ class Pool:
             oldest_ok = self.loop.time() - self.provider.pool_idle_timeout_s
             while idle:
                 conn = idle.pop()
-                if conn.released_at >= oldest_ok and conn.usable:
+                if conn.released_at >= oldest_ok and conn.state == ConnState.IDLE:
                     conn.reused = True
                     return conn
                 conn.close()

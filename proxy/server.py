@@ -16,7 +16,7 @@ from email.utils import formatdate
 
 from proxy import admin
 from proxy.config import Settings
-from proxy.downstream import DownstreamProtocol
+from proxy.downstream import DownstreamProtocol, header_actions
 from proxy.pool import Pool
 from proxy.stats import Stats
 
@@ -40,6 +40,7 @@ class Gateway:
         self.provider_headers = [f"x-llm-edge-provider: {p.name}\r\n".encode("latin-1") for p in settings.providers]
         self.attempt_headers = [b"x-llm-edge-attempts: %d\r\n" % n for n in range(10)]
         self.models_body = admin.models_body(self)
+        self.header_actions = header_actions(settings.server.forward_headers)
         self._tick_handle: asyncio.TimerHandle | None = None
         self._tick()
 

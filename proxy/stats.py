@@ -21,8 +21,7 @@ _SUB = 16  # sub-buckets per power of two
 _BUCKETS = 34 * _SUB  # up to 2**37 µs, about 38 hours
 _MAX_US = (1 << 37) - 1
 
-# "prompt_tokens": 12 / "input_tokens": 12 ... found in the tail of a response body.
-_USAGE_RE = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_tokens)"\s*:\s*(\d+)')
+_NUMBER_AFTER_KEY = re.compile(rb"\s*:\s*(\d+)")  # matched at a position: no scanning, no IGNORECASE
 
 
 class Histogram:
@@ -118,13 +117,14 @@ class Stats:
         self.latency.record(ex.t_end - ex.t_start)
         if ex.t_relayed:
             self.overhead.record(ex.overhead())
-            self.ttfb.record(ex.t_relayed - ex.t_start)
+            if ex.stream:  # for a plain response the first byte says little the total doesn't
+                self.ttfb.record(ex.t_relayed - ex.t_start)
         rid = route.id
         self.route_requests[rid] += 1
         if status >= 400 or not status:
             self.route_errors[rid] += 1
-        elif ex.upstream_body:
-            tokens_in, tokens_out = scan_usage(ex.upstream_body)
+        elif ex.tail:
+            tokens_in, tokens_out = scan_usage(ex.tail, ex.tail_prev)
             self.route_in_tokens[rid] += tokens_in
             self.route_out_tokens[rid] += tokens_out
             # price per million tokens × tokens = micro-dollars; ×1000 = nano-dollars
@@ -160,12 +160,31 @@ class Stats:
         }
 
 
-def scan_usage(tail: bytes) -> tuple[int, int]:
-    """(input, output) tokens from the last usage object in the tail of a response body."""
-    tokens_in = tokens_out = 0
-    for name, value in _USAGE_RE.findall(tail):
-        if name == b"prompt_tokens" or name == b"input_tokens":
-            tokens_in = int(value)
-        else:
-            tokens_out = int(value)
-    return tokens_in, tokens_out
+def scan_usage(tail: bytes, prev: bytes = b"") -> tuple[int, int]:
+    """(input, output) tokens from the last usage object in the tail of a response body.
+
+    Reads OpenAI's `prompt_tokens`/`completion_tokens` and Anthropic's
+    `input_tokens`/`output_tokens`. `prev` is the piece before `tail`, searched too when the
+    usage object straddles the two. A plain `rfind`, then one anchored match per number:
+    3.4 µs with one alternation regex over the tail, 0.6 µs this way (bench/micro_hotpath.py).
+    """
+    at = tail.rfind(b'"usage"')
+    if at < 0:
+        if not prev:
+            return 0, 0
+        tail = prev + tail
+        at = tail.rfind(b'"usage"')
+        if at < 0:
+            return 0, 0
+    return (
+        _number_after(tail, b'"prompt_tokens"', at) or _number_after(tail, b'"input_tokens"', at),
+        _number_after(tail, b'"completion_tokens"', at) or _number_after(tail, b'"output_tokens"', at),
+    )
+
+
+def _number_after(data: bytes, key: bytes, start: int) -> int:
+    at = data.find(key, start)
+    if at < 0:
+        return 0
+    match = _NUMBER_AFTER_KEY.match(data, at + len(key))
+    return int(match.group(1)) if match else 0

@@ -1,16 +1,20 @@
 """The provider side: one `UpstreamProtocol` per pooled keep-alive connection.
 
 Theory of operation. A connection is IDLE in its pool or ACTIVE on one exchange. `send`
-writes a request and arms the first-byte deadline; the httptools response parser's callbacks
-relay the head and each body piece to `pipeline` as they arrive, with nothing buffered. When
-the response completes the connection goes back to its pool, but only if the response was
-complete, keep-alive, and nothing went wrong; after any error it is closed.
+writes a request; the response is relayed raw: its head once, adjusted by
+`pipeline.on_upstream_head`, then every byte exactly as the provider framed it (content-length
+or chunked), each read passed on as it arrives, nothing buffered. httptools' response parser
+sees the same bytes only to validate them and to find where the response ends; its callbacks
+just set flags, so no Python runs per body piece.
 
-While IDLE, any byte or EOF from the provider means the connection is no use: it closes and
-leaves the pool at once (a Protocol learns this from a callback; nothing polls).
+When the response completes the connection goes back to its pool, but only if it was
+complete, keep-alive, and nothing went wrong; after any error it is closed. While IDLE, any
+byte or EOF from the provider means the connection is no use: it closes and leaves the pool
+at once (a Protocol learns this from a callback; nothing polls).
 
-Deadlines: one timer per connection with a movable deadline, the earlier of the phase
-deadline (first byte, or the idle gap between body pieces) and the exchange's total deadline.
+Deadlines: one timer per connection. It is always scheduled no later than the true deadline
+(the first byte, the idle gap between reads, or the total), and re-arms itself when it fires
+early, so moving a deadline later costs a float store and no timer is made per request.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from typing import TYPE_CHECKING
 import httptools
 
 from proxy import errors, pipeline
-from proxy.wire import HOP_BY_HOP
 
 if TYPE_CHECKING:
     from proxy.exchange import Exchange
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("llm_edge.upstream")
 
 INF = float("inf")
+MAX_HEAD_BYTES = 64 * 1024
+_END_OF_HEAD = b"\r\n\r\n"
 
 
 class ConnState(IntEnum):
@@ -48,8 +53,8 @@ class UpstreamProtocol(asyncio.Protocol):
 
     __slots__ = (
         "pool", "loop", "transport", "parser", "state", "ex", "reused", "released_at",
-        "status", "headers", "content_length", "chunked", "keep_alive", "retry_after", "head_done",
-        "deadline", "total_deadline", "timer", "read_paused",
+        "status", "head", "head_done", "message_done", "keep_alive", "in_chunk",
+        "deadline", "timer_at", "total_deadline", "timer", "read_paused",
     )  # fmt: skip
 
     def __init__(self, pool: Pool) -> None:
@@ -63,14 +68,14 @@ class UpstreamProtocol(asyncio.Protocol):
         self.released_at = 0.0
         # per response
         self.status = 0
-        self.headers: list[bytes] = []
-        self.content_length = -1
-        self.chunked = False
-        self.keep_alive = True
-        self.retry_after = b""
-        self.head_done = False
+        self.head = b""  # the response head while it is still arriving
+        self.head_done = False  # the head has been handed to the pipeline
+        self.message_done = False
+        self.keep_alive = False
+        self.in_chunk = False  # inside a chunk of a chunked body: no event can be injected here
         # deadlines
         self.deadline = INF
+        self.timer_at = INF
         self.total_deadline = INF
         self.timer: asyncio.TimerHandle | None = None
         self.read_paused = False
@@ -92,19 +97,24 @@ class UpstreamProtocol(asyncio.Protocol):
             # Bytes on an idle connection: the provider broke the protocol or is closing.
             self.close()
             return
-        if not ex.t_upstream:
-            ex.t_upstream = perf_counter()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            log.error("error relaying an upstream response", exc_info=exc.__context__)
-            self._fail(errors.UpstreamProtocolError("the gateway failed while relaying the response"))
         except httptools.HttpParserError:
             self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an invalid response"))
+            return
+        if self.head_done:
+            self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
+            pipeline.on_upstream_data(ex, data)
+        else:
+            if not ex.t_upstream:
+                ex.t_upstream = perf_counter()
+            self._on_head_bytes(ex, data)
+        if self.message_done and self.ex is ex:
+            self._complete(reusable=self.keep_alive)
 
     def eof_received(self) -> bool:
         ex = self.ex
-        if ex is not None and self.head_done and self.content_length < 0 and not self.chunked:
+        if ex is not None and self.head_done and ex.close_delimited:
             self._complete(reusable=False)  # a close-delimited body ends at EOF
         else:
             self.close()
@@ -119,42 +129,21 @@ class UpstreamProtocol(asyncio.Protocol):
             self._fail(errors.UpstreamClosed(f"provider {self.pool.provider.name!r} closed the connection"))
         self.pool.discard(self)
 
-    # httptools parser callbacks
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name in HOP_BY_HOP:
-            if name == b"content-length":
-                self.content_length = int(value)
-            elif name == b"transfer-encoding":
-                self.chunked = True
-            elif name == b"connection" and b"close" in value.lower():
-                self.keep_alive = False
-            return
-        if name == b"retry-after":
-            self.retry_after = value
-        self.headers.append(b"%b: %b\r\n" % (name, value))
+    # httptools parser callbacks: flags only, the bytes are relayed by data_received
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
-        if self.status < 200:  # an interim 1xx: its headers are not the response's
-            self.headers = []
-            return
-        self.head_done = True
-        self._arm_idle()
-        ex = self.ex
-        assert ex is not None
-        pipeline.on_upstream_head(ex, self)
-
-    def on_body(self, body: bytes) -> None:
-        self._arm_idle()
-        ex = self.ex
-        assert ex is not None
-        pipeline.on_upstream_body(ex, body)
 
     def on_message_complete(self) -> None:
-        if self.head_done:
-            self._complete(reusable=self.keep_alive and self.parser.should_keep_alive())
+        if self.status >= 200:
+            self.message_done = True
+            self.keep_alive = self.parser.should_keep_alive()  # read now: the parser resets after
+
+    def on_chunk_header(self) -> None:
+        self.in_chunk = True
+
+    def on_chunk_complete(self) -> None:
+        self.in_chunk = False
 
     # called by the pool and the pipeline
 
@@ -165,17 +154,19 @@ class UpstreamProtocol(asyncio.Protocol):
         self.ex = ex
         ex.upstream = self
         self.status = 0
-        self.headers = []
-        self.content_length = -1
-        self.chunked = False
-        self.keep_alive = True
-        self.retry_after = b""
+        self.head = b""
         self.head_done = False
+        self.message_done = False
+        self.in_chunk = False
         assert self.transport is not None
-        self.transport.writelines((head, body))
+        self.transport.writelines((head, body))  # one writev: head and body in one segment
         now = self.loop.time()
         self.total_deadline = now + provider.total_timeout_s
-        self._arm(min(now + provider.first_byte_timeout_s, self.total_deadline))
+        self.deadline = min(now + provider.first_byte_timeout_s, self.total_deadline)
+        # Schedule no later than any deadline this request can reach, so later moves are free.
+        soonest = now + provider.soonest_timeout_s
+        if soonest < self.timer_at:
+            self._schedule(soonest)
 
     def pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None:
@@ -199,18 +190,34 @@ class UpstreamProtocol(asyncio.Protocol):
         self.ex = None
         self.close()
 
-    @property
-    def usable(self) -> bool:
-        """True if this idle connection can carry another request."""
-        return self.state == ConnState.IDLE and self.transport is not None and not self.transport.is_closing()
-
     # internal
+
+    def _on_head_bytes(self, ex: Exchange, data: bytes) -> None:
+        head = self.head + data if self.head else data
+        if self.status < 200:  # the head is incomplete, or was an interim 1xx
+            end = head.find(_END_OF_HEAD)
+            if self.status and end >= 0:  # drop a 1xx head; the real one follows
+                head = head[end + 4 :]
+                self.status = 0
+            if len(head) > MAX_HEAD_BYTES:
+                self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an oversized head"))
+                return
+            self.head = head
+            if not self.status:
+                return
+        end = head.find(_END_OF_HEAD) + 4
+        self.head = b""
+        self.head_done = True
+        self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
+        if self.deadline < self.timer_at:  # once per response: the idle phase may end sooner
+            self._schedule(self.deadline)
+        pipeline.on_upstream_head(ex, self, head[:end], head[end:])
 
     def _complete(self, reusable: bool) -> None:
         ex = self.ex
         assert ex is not None
         self.ex = None
-        self._cancel_timer()
+        self.deadline = INF
         self.resume_reading()
         if reusable:
             self.state = ConnState.IDLE
@@ -221,32 +228,32 @@ class UpstreamProtocol(asyncio.Protocol):
     def _fail(self, exc: errors.UpstreamError) -> None:
         ex = self.ex
         self.ex = None
-        self._cancel_timer()
+        self.deadline = INF
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
         if ex is not None:
             pipeline.on_upstream_error(ex, self, exc)
 
-    def _arm_idle(self) -> None:
-        self._arm(min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline))
-
-    def _arm(self, deadline: float) -> None:
-        self.deadline = deadline
-        if self.timer is None:
-            self.timer = self.loop.call_at(deadline, self._on_timer)
+    def _schedule(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._on_timer)
 
     def _cancel_timer(self) -> None:
         self.deadline = INF
+        self.timer_at = INF
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
     def _on_timer(self) -> None:
         self.timer = None
+        self.timer_at = INF
         if self.ex is None or self.deadline == INF:
             return
         if self.loop.time() < self.deadline:
-            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+            self._schedule(self.deadline)
             return
         name = self.pool.provider.name
         if not self.head_done:

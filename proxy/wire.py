@@ -32,19 +32,21 @@ NO_BUFFERING = b"x-accel-buffering: no\r\n"
 PROVIDER_HEADER = b"x-llm-edge-provider: "
 ATTEMPTS_HEADER = b"x-llm-edge-attempts: "
 
-# Response headers from upstream that describe the upstream hop, not the message.
-HOP_BY_HOP = frozenset(
-    (
-        b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer",
-        b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"content-length",
-    )
-)  # fmt: skip
+# Response header lines that describe the upstream hop, not the message. The framing headers
+# (content-length, transfer-encoding) stay: the body is relayed with its framing as it is.
+_HOP_LINES = (b"\r\nconnection:", b"\r\nkeep-alive:", b"\r\nproxy-connection:")
 
-# Request headers never forwarded upstream: hop-by-hop ones, framing we redo, the client's
-# own credentials (the provider's key replaces them), and encodings we must be able to read.
-NOT_FORWARDED = HOP_BY_HOP | frozenset(
-    (b"host", b"authorization", b"x-api-key", b"expect", b"accept-encoding", b"content-type", b"anthropic-version")
-)
+
+def strip_hop_by_hop(head: bytes, lower: bytes) -> bytes:
+    """`head` without its hop-by-hop header lines; `lower` is `head.lower()`."""
+    for name in _HOP_LINES:
+        at = lower.find(name)
+        while at >= 0:
+            end = lower.find(b"\r\n", at + 2)
+            head = head[:at] + head[end:]
+            lower = lower[:at] + lower[end:]
+            at = lower.find(name, at)
+    return head
 
 
 def chunk(data: bytes) -> bytes:
