@@ -26,13 +26,28 @@ def healthz(gateway: Gateway) -> bytes:
 
 def stats(gateway: Gateway) -> bytes:
     """Counters, overhead and latency percentiles, and per-route totals, as JSON."""
-    snapshot = gateway.stats.snapshot(gateway.settings)
+    snapshot = gateway.stats.snapshot()
     snapshot["uptime_s"] = round(time.monotonic() - gateway.started_at, 3)
+    snapshot["routes"] = routes(gateway)
     snapshot["pools"] = [
         {"provider": pool.provider.name, "open": pool.open, "idle": pool.idle_count, "opened_total": pool.opened_total}
         for pool in gateway.pools
     ]
     return json_response(200, orjson.dumps(snapshot), date=gateway.date_header)
+
+
+def routes(gateway: Gateway) -> list[dict[str, object]]:
+    """Per-route health and totals from the router, with names instead of ids."""
+    if gateway.router is None:
+        return []
+    rows = gateway.router.snapshot(gateway.loop.time())
+    for row, route in zip(rows, gateway.settings.routes):
+        row["id"] = row.pop("route")
+        row["provider"] = route.provider.name
+        row["model"] = route.model
+        row["input_tokens"] = row.pop("in_tokens")
+        row["output_tokens"] = row.pop("out_tokens")
+    return rows
 
 
 def models(gateway: Gateway) -> bytes:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from proxy.errors import ConfigError
+from proxy.routing import ModelSpec, RouterSettings, RouteSpec
 
 PROVIDER_KINDS = ("openai", "anthropic", "local")
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -70,6 +71,7 @@ class ProviderSettings:
     stream_idle_timeout_s: float = 120.0
     total_timeout_s: float = 1800.0
     ca_file: str | None = None
+    max_in_flight: int = 0  # requests in flight to this provider at once; 0 = unlimited
     soonest_timeout_s: float = 120.0  # the shortest of the three response timeouts
     # Precomputed request-head fragment: host and auth lines, ready to send.
     fixed_headers: bytes = field(default=b"", repr=False)
@@ -83,22 +85,25 @@ class ProviderSettings:
 class Route:
     """One way to serve a model: a provider, the upstream model name and its prices."""
 
-    id: int
+    id: int  # route id, the index into every per-route array (the router's too)
+    model_id: int  # the router's model id
     model: str  # the name clients send; for a direct route, "<provider>/*"
     provider: ProviderSettings
     upstream_model: str | None  # None on a direct route: the client's name after the slash
     upstream_model_json: bytes  # the name as a JSON string literal, spliced into bodies
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
-    weight: float = 1.0
+    weight: int = 1
 
 
 @dataclass(slots=True, frozen=True)
 class ModelSettings:
-    """One `[[models]]` entry: a client-facing name and its routes, in preference order."""
+    """One `[[models]]` entry: a client-facing name, its routes and its router settings."""
 
+    id: int
     name: str
     routes: tuple[Route, ...]
+    router: RouterSettings
 
 
 @dataclass(slots=True, frozen=True)
@@ -110,6 +115,8 @@ class Settings:
     models: dict[str, ModelSettings]
     routes: tuple[Route, ...]  # every route, indexed by route id
     direct_routes: dict[str, Route]  # provider name -> its direct route
+    router: RouterSettings  # the [router] table: defaults for every model
+    model_specs: tuple[ModelSpec, ...]  # what the router is built from, by model id
     source: str = "<defaults>"
 
     def provider_by_name(self, name: str) -> ProviderSettings | None:
@@ -148,41 +155,39 @@ def _env_only_table(env: dict[str, str]) -> dict[str, Any]:
 
 def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table>") -> Settings:
     """Validate a parsed TOML document and build the frozen settings."""
-    _check_keys(table, {"server", "providers", "models"}, "")
+    _check_keys(table, {"server", "router", "providers", "models"}, "")
     server = _server(_table(table, "server", ""))
-    providers = tuple(
-        _provider(i, p, env) for i, p in enumerate(_array_of_tables(table, "providers", ""))
-    )
+    router = RouterSettings.from_table(_table(table, "router", ""), "router")
+    providers = tuple(_provider(i, p, env) for i, p in enumerate(_array_of_tables(table, "providers", "")))
     names = [p.name for p in providers]
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"providers: duplicate provider name {name!r}")
-    by_name = {p.name: p for p in providers}
+    provider_ids = {p.name: p.id for p in providers}
 
     routes: list[Route] = []
     models: dict[str, ModelSettings] = {}
+    specs: list[ModelSpec] = []
     for i, m in enumerate(_array_of_tables(table, "models", "")):
         where = f"models[{i}]"
-        _check_keys(m, {"name", "routes"}, where)
-        name = _str(m, "name", where, required=True)
-        assert name is not None
-        if name in models:
-            raise ConfigError(f"{where}.name: duplicate model name {name!r}")
-        raw_routes = m.get("routes")
-        if not isinstance(raw_routes, list) or not raw_routes:
-            raise ConfigError(f"{where}.routes: expected a non-empty array of route tables")
-        model_routes = []
-        for j, r in enumerate(raw_routes):
-            model_routes.append(_route(len(routes), name, r, by_name, f"{where}.routes[{j}]"))
-            routes.append(model_routes[-1])
-        models[name] = ModelSettings(name=name, routes=tuple(model_routes))
+        spec = ModelSpec.from_table(m, where, router, provider_ids)
+        if spec.name in models:
+            raise ConfigError(f"{where}.name: duplicate model name {spec.name!r}")
+        model_routes = tuple(_route(len(routes) + j, len(specs), spec.name, r, providers) for j, r in enumerate(spec.routes))
+        routes.extend(model_routes)
+        models[spec.name] = ModelSettings(len(specs), spec.name, model_routes, spec.settings)
+        specs.append(spec)
 
+    # Each provider also serves "provider/<any model>" through one direct route of its own.
     direct: dict[str, Route] = {}
     for p in providers:
-        route = Route(id=len(routes), model=f"{p.name}/*", provider=p, upstream_model=None, upstream_model_json=b"")
+        spec = ModelSpec(f"{p.name}/*", (RouteSpec(p.id, "*"),), router)
+        route = Route(id=len(routes), model_id=len(specs), model=spec.name, provider=p, upstream_model=None,
+                      upstream_model_json=b"")  # fmt: skip
         routes.append(route)
+        specs.append(spec)
         direct[p.name] = route
-    return Settings(server, providers, models, tuple(routes), direct, source)
+    return Settings(server, providers, models, tuple(routes), direct, router, tuple(specs), source)
 
 
 def _server(t: dict[str, Any]) -> ServerSettings:
@@ -206,7 +211,7 @@ def _server(t: dict[str, Any]) -> ServerSettings:
 
 
 _PROVIDER_KEYS = {
-    "name", "kind", "base_url", "api_key_env", "api_key", "anthropic_version", "max_connections",
+    "name", "kind", "base_url", "api_key_env", "api_key", "anthropic_version", "max_connections", "max_in_flight",
     "pool_idle_timeout_s", "connect_timeout_s", "first_byte_timeout_s", "stream_idle_timeout_s",
     "total_timeout_s", "ca_file",
 }  # fmt: skip
@@ -252,6 +257,7 @@ def _provider(index: int, t: dict[str, Any], env: dict[str, str]) -> ProviderSet
         stream_idle_timeout_s=stream_idle,
         total_timeout_s=total,
         ca_file=ca_file,
+        max_in_flight=_count(t, "max_in_flight", where, 0),
         soonest_timeout_s=min(first_byte, stream_idle, total),
         fixed_headers=_fixed_headers(kind, host, port, tls, api_key, version),
     )  # fmt: skip
@@ -274,26 +280,17 @@ def _fixed_headers(kind: str, host: str, port: int, tls: bool, api_key: str | No
     return "".join(lines).encode("latin-1")
 
 
-def _route(route_id: int, model: str, t: Any, by_name: dict[str, ProviderSettings], where: str) -> Route:
-    if not isinstance(t, dict):
-        raise ConfigError(f"{where}: expected a table")
-    _check_keys(t, {"provider", "model", "input_per_mtok", "output_per_mtok", "weight"}, where)
-    provider_name = _str(t, "provider", where, required=True)
-    assert provider_name is not None
-    provider = by_name.get(provider_name)
-    if provider is None:
-        raise ConfigError(f"{where}.provider: no provider named {provider_name!r}")
-    upstream = _str(t, "model", where, required=True)
-    assert upstream is not None
+def _route(route_id: int, model_id: int, model: str, spec: RouteSpec, providers: tuple[ProviderSettings, ...]) -> Route:
     return Route(
         id=route_id,
+        model_id=model_id,
         model=model,
-        provider=provider,
-        upstream_model=upstream,
-        upstream_model_json=orjson.dumps(upstream),
-        input_per_mtok=_number(t, "input_per_mtok", where, 0.0),
-        output_per_mtok=_number(t, "output_per_mtok", where, 0.0),
-        weight=_number(t, "weight", where, 1.0),
+        provider=providers[spec.provider_id],
+        upstream_model=spec.upstream_model,
+        upstream_model_json=orjson.dumps(spec.upstream_model),
+        input_per_mtok=spec.input_per_mtok,
+        output_per_mtok=spec.output_per_mtok,
+        weight=spec.weight,
     )
 
 
@@ -374,6 +371,13 @@ def _int(t: dict[str, Any], key: str, where: str, default: int) -> int:
     value = t.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{_join(where, key)}: expected a positive integer")
+    return value
+
+
+def _count(t: dict[str, Any], key: str, where: str, default: int) -> int:
+    value = t.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{_join(where, key)}: expected an integer >= 0")
     return value
 
 

@@ -30,6 +30,10 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
 
+    def headers(self) -> bytes:
+        """Extra response header lines for this error (e.g. Retry-After)."""
+        return b""
+
 
 # Downstream: the client's request is wrong.
 
@@ -127,6 +131,28 @@ class UpstreamTimeout(UpstreamError):
 
 class ConnectTimeout(UpstreamTimeout):
     code = "upstream_connect_timeout"
+
+
+class AllRoutesFailed(UpstreamError):
+    """Every attempt failed: answered with the most telling status the attempts add up to."""
+
+    code = "upstream_failed"
+
+    def __init__(self, message: str, *, status: int, retry_after: int | None, final: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.final = final
+        self.type = "rate_limit_error" if status == 429 else "server_error"
+        self.code = {429: "rate_limit_exceeded", 503: "upstream_unavailable", 504: "upstream_timeout"}.get(
+            status, "upstream_failed"
+        )
+
+    def headers(self) -> bytes:
+        out = b"retry-after: %d\r\n" % self.retry_after if self.retry_after else b""
+        if self.final and self.status == 502:
+            out += b"x-should-retry: false\r\n"  # the gateway already tried every route
+        return out
 
 
 class PoolTimeout(UpstreamTimeout):

@@ -12,6 +12,7 @@ response byte arriving to its first byte being written to the client.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ class Exchange:
         # request, after parsing the body
         "payload", "model", "stream", "endpoint",
         # routing and upstream
-        "route", "attempts", "upstream",
+        "model_id", "route", "attempts", "attempts_left", "deadline", "tried", "outcomes", "upstream", "t_attempt",
+        "hedge_after_s", "hedge_timer", "hedge", "hedge_route", "t_hedge",
         # response
         "status", "head_sent", "close_delimited", "tail", "tail_prev", "close_after", "done", "aborted",
         # timing
@@ -63,9 +65,20 @@ class Exchange:
         self.stream = False
         self.endpoint = ""
 
-        self.route: Route | None = None
+        self.model_id = -1
+        self.route: Route | None = None  # the main attempt's route
         self.attempts = 0
+        self.attempts_left = 0
+        self.deadline = 0.0  # no new attempt starts after this (loop time)
+        self.tried = 0  # bit mask of route ids tried
+        self.outcomes: list[tuple[int, float]] | None = None  # (failure kind, retry-after) per failed attempt
         self.upstream: UpstreamProtocol | None = None
+        self.t_attempt = 0.0  # loop time the main attempt started
+        self.hedge_after_s = 0.0
+        self.hedge_timer: asyncio.TimerHandle | None = None
+        self.hedge: UpstreamProtocol | None = None  # a second attempt racing the first
+        self.hedge_route: Route | None = None
+        self.t_hedge = 0.0
 
         self.status = 0
         self.head_sent = False

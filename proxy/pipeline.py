@@ -1,17 +1,24 @@
 """The request path, top to bottom, as plain functions named after its phases.
 
-    handle ─ endpoint ─ parse_request ─ lookup_cache ─ pick_route ─ forward ─ send
-                                                                               │
-    finish ◄─ on_upstream_done ◄─ on_upstream_data ◄─ on_upstream_head ◄───────┘
+    handle ─ endpoint ─ parse_request ─ resolve_model ─ lookup_cache ─ attempt ─ send
+                                                                          ▲        │
+                            retry (nothing sent to the client yet) ───────┤        │
+                                                                          │        ▼
+    finish ◄─ on_upstream_done ◄─ on_upstream_data ◄─ on_upstream_head ◄── (provider)
        ▲
-       └── fail (before any byte reached the client: an error response; after: an error
-           event or a close)
+       └── fail: an error response if nothing reached the client yet; else an error
+           event or a close
 
 `handle` is called by the downstream protocol with a complete request; the `on_upstream_*`
 callbacks are called by the upstream protocol as the response arrives. No phase awaits
-anything: the exchange is driven by callbacks, so a warm request creates no Task. `finish`
-runs exactly once per exchange, whatever happened: it records stats and releases the
-downstream connection for its next request.
+anything: the exchange is driven by callbacks, so a warm request creates no Task.
+
+An exchange may make several attempts, each on a route the router picks: a failure before
+any byte reached the client falls back to the next route, within the model's
+`max_attempts` and `attempt_deadline_s`. With `hedge_after_ms`, a second attempt starts when
+the first has not answered in time; the first head to arrive wins and the other connection
+is closed. Every attempt ends in exactly one router outcome: success, failure or cancel.
+`finish` runs exactly once per exchange, whatever happened.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from proxy import admin, body, errors
-from proxy.config import Route
+from proxy.routing import Failure, failure_kind, is_route_failure, summarize_failures
 from proxy.wire import (
     CONNECTION_CLOSE,
     CRLF,
@@ -38,6 +45,7 @@ from proxy.wire import (
 )
 
 if TYPE_CHECKING:
+    from proxy.config import Route
     from proxy.exchange import Exchange
     from proxy.server import Gateway
     from proxy.upstream import UpstreamProtocol
@@ -96,11 +104,10 @@ def embeddings(ex: Exchange) -> None:
 
 
 def forward_to_model(ex: Exchange) -> None:
-    routes = resolve_model(ex)
+    resolve_model(ex)
     if lookup_cache(ex):
         return
-    pick_route(ex, routes)
-    forward(ex)
+    attempt(ex)
 
 
 # parse_request: the body
@@ -126,18 +133,23 @@ def parse_request(ex: Exchange) -> dict[str, Any]:
     return payload
 
 
-def resolve_model(ex: Exchange) -> tuple[Route, ...]:
-    """The routes that may serve the requested model, best first."""
-    gateway = ex.gateway
-    model = gateway.settings.models.get(ex.model)
+def resolve_model(ex: Exchange) -> None:
+    """Which router model serves the requested name; sets `ex.model_id` and the attempt budget."""
+    settings = ex.gateway.settings
+    model = settings.models.get(ex.model)
     if model is not None:
-        return model.routes
-    provider_name, slash, _ = ex.model.partition("/")
-    if slash:
-        route = gateway.settings.direct_routes.get(provider_name)
-        if route is not None:
-            return (route,)
-    raise errors.ModelNotFound(f"the model {ex.model!r} does not exist on this gateway")
+        ex.model_id = model.id
+        router_settings = model.router
+    else:
+        provider_name, slash, _ = ex.model.partition("/")
+        route = settings.direct_routes.get(provider_name) if slash else None
+        if route is None:
+            raise errors.ModelNotFound(f"the model {ex.model!r} does not exist on this gateway")
+        ex.model_id = route.model_id
+        router_settings = settings.router
+    ex.attempts_left = router_settings.max_attempts
+    ex.deadline = ex.gateway.loop.time() + router_settings.attempt_deadline_s
+    ex.hedge_after_s = router_settings.hedge_after_ms / 1000.0
 
 
 # lookup_cache: the response cache plugs in here
@@ -148,31 +160,43 @@ def lookup_cache(ex: Exchange) -> bool:
     return False
 
 
-# pick_route: the router plugs in here
+# attempt / send: the upstream request
 
 
-def pick_route(ex: Exchange, routes: tuple[Route, ...]) -> None:
-    """Choose the route for this attempt (for now: the model's first route)."""
-    ex.route = routes[0]
-
-
-# forward / send: the upstream request
-
-
-def forward(ex: Exchange) -> None:
-    """Get a connection to the chosen route's provider and send the request on it."""
-    route = ex.route
-    assert route is not None
+def attempt(ex: Exchange, hedge: bool = False) -> bool:
+    """Start an attempt on the router's next route; False when no route is left."""
+    gateway = ex.gateway
+    now = gateway.loop.time()
+    if ex.attempts_left <= 0 or (ex.attempts and now >= ex.deadline):
+        return False
+    route_id = gateway.router.pick(ex.model_id, len(ex.body), ex.tried, now)
+    if route_id < 0:
+        return False
+    gateway.router.on_start(route_id)
+    route = gateway.settings.routes[route_id]
+    ex.tried |= 1 << route_id
     ex.attempts += 1
-    conn = ex.gateway.pools[route.provider.id].acquire(ex)
+    ex.attempts_left -= 1
+    if hedge:
+        ex.hedge_route = route
+        ex.t_hedge = now
+    else:
+        ex.route = route
+        ex.t_attempt = now
+        if ex.hedge_after_s and ex.attempts == 1:
+            ex.hedge_timer = gateway.loop.call_later(ex.hedge_after_s, _hedge_due, ex)  # opt-in: a timer per request
+    conn = gateway.pools[route.provider.id].acquire(ex, route)
     if conn is not None:
-        send(ex, conn)
+        send(ex, conn, route)
+    return True
 
 
-def send(ex: Exchange, conn: UpstreamProtocol) -> None:
-    """Write the request upstream: precomputed prefix, our framing, the client's other headers."""
-    route = ex.route
-    assert route is not None and ex.payload is not None
+def send(ex: Exchange, conn: UpstreamProtocol, route: Route) -> None:
+    """Write the request upstream: precomputed prefix, our framing, the forwarded headers, the body."""
+    if ex.done or (route is not ex.route and route is not ex.hedge_route):
+        conn.pool.release(conn)  # the attempt was abandoned while its connection was being made
+        return
+    assert ex.payload is not None
     if route.upstream_model is None:  # a direct route: provider/model
         upstream_json = orjson.dumps(ex.model.partition("/")[2])
     else:
@@ -186,13 +210,22 @@ def send(ex: Exchange, conn: UpstreamProtocol) -> None:
             CRLF,
         )
     )
+    conn.route = route
+    if route is ex.route:
+        ex.upstream = conn
+    else:
+        ex.hedge = conn
     conn.send(ex, head, payload_bytes)
-    ex.t_sent = perf_counter()
+    if not ex.t_sent:
+        ex.t_sent = perf_counter()
 
 
-def on_connect_failed(ex: Exchange, exc: errors.UpstreamError) -> None:
-    """The pool could not give `ex` a connection."""
-    fail(ex, exc)
+def on_connect_failed(ex: Exchange, route: Route, exc: errors.UpstreamError) -> None:
+    """The pool could not give this attempt a connection."""
+    if ex.done or (route is not ex.route and route is not ex.hedge_route):
+        return  # an abandoned attempt: its outcome was already recorded
+    kind = Failure.CONNECT_TIMEOUT if isinstance(exc, errors.UpstreamTimeout) else Failure.CONNECT
+    attempt_failed(ex, route, kind, 0.0, exc)
 
 
 # on_upstream_*: the response, relayed as it arrives
@@ -201,11 +234,18 @@ def on_connect_failed(ex: Exchange, exc: errors.UpstreamError) -> None:
 def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: bytes) -> None:
     """Relay the response head, adjusted for this hop, with whatever body bytes came with it."""
     status = conn.status
-    ex.status = status
-    gateway = ex.gateway
-    route = ex.route
+    route = conn.route
     assert route is not None
+    gateway = ex.gateway
     lower = head.lower()
+    if status >= 400 and is_route_failure(status):
+        retry_after = _retry_after(head, lower)
+        if attempt_failed(ex, route, failure_kind(status), retry_after, None, conn):
+            return  # another attempt carries on; this response is dropped with its connection
+    _won(ex, conn, route)
+    ex.status = status
+    if status < 400:
+        gateway.router.on_first_byte(route.id, gateway.loop.time() - ex.t_attempt, gateway.loop.time())
     ex.close_delimited = lower.find(b"\r\ntransfer-encoding:") < 0 and lower.find(b"\r\ncontent-length:") < 0
     head = strip_hop_by_hop(head, lower)
     ours = gateway.provider_headers[route.provider.id] + gateway.attempt_headers[min(ex.attempts, 9)]
@@ -221,8 +261,7 @@ def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: by
         out = STATUS_LINE[status] + ours + head[head.find(b"\r\n") + 2 :] + rest
     ex.tail = rest
     ex.head_sent = True
-    if not ex.aborted:
-        ex.downstream.write(out)  # head and first body bytes in one write: one syscall, not two
+    ex.downstream.write(out)  # head and first body bytes in one write: one syscall, not two
     ex.t_relayed = perf_counter()
 
 
@@ -230,32 +269,141 @@ def on_upstream_data(ex: Exchange, data: bytes) -> None:
     """Relay body bytes exactly as the provider framed them, as they arrive."""
     ex.tail_prev = ex.tail  # usage is read from the tail when the response ends
     ex.tail = data
-    if not ex.aborted:
-        ex.downstream.write(data)
+    ex.downstream.write(data)
 
 
 def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> None:
-    """The response is complete: give the connection back and finish."""
+    """The response is complete: account for it, give the connection back, finish."""
+    route = conn.route
+    assert route is not None
     ex.upstream = None
+    gateway = ex.gateway
+    now = gateway.loop.time()
+    if ex.status < 400:
+        tokens_in, tokens_out = gateway.stats.usage(ex)
+        gateway.router.on_success(route.id, now - ex.t_attempt, tokens_in, tokens_out, now)
+    elif is_route_failure(ex.status):
+        pass  # already recorded when the head arrived
+    else:
+        gateway.router.on_failure(route.id, Failure.CLIENT, 0.0, now)
     if reusable:
         conn.pool.release(conn)
     finish(ex)
 
 
 def on_upstream_error(ex: Exchange, conn: UpstreamProtocol, exc: errors.UpstreamError) -> None:
-    """The upstream connection failed mid-exchange (it is already closed)."""
-    if ex.aborted:
+    """An upstream connection failed mid-attempt (it is already closed)."""
+    route = conn.route
+    assert route is not None
+    if conn is not ex.upstream and conn is not ex.hedge:
+        return  # an abandoned attempt: its outcome was already recorded
+    if not ex.head_sent and conn.reused and not conn.status and isinstance(exc, errors.UpstreamClosed):
+        # A pooled connection the provider had closed while it sat idle: the request never
+        # reached it, so sending it again on a fresh connection is safe. Once per attempt.
+        if conn is ex.upstream:
+            ex.upstream = None
+        else:
+            ex.hedge = None
+        ex.gateway.pools[route.provider.id].connect_new(ex, route)
         return
-    if not ex.head_sent and conn.reused and not ex.t_upstream and isinstance(exc, errors.UpstreamClosed):
-        # A pooled connection the provider had already closed: the request never reached
-        # it, so sending it again on a fresh connection is safe. Once only.
-        route = ex.route
-        assert route is not None
+    if ex.head_sent:
+        ex.gateway.router.on_failure(route.id, Failure.BROKEN, 0.0, ex.gateway.loop.time())
+        ex.upstream = conn  # for the chunk-boundary check in fail()
+        fail(ex, exc)
         ex.upstream = None
-        ex.gateway.pools[route.provider.id].connect_new(ex)
         return
-    fail(ex, exc)
+    kind = Failure.TIMEOUT if isinstance(exc, errors.UpstreamTimeout) else Failure.MALFORMED
+    if isinstance(exc, errors.UpstreamClosed):
+        kind = Failure.CONNECT if not conn.status else Failure.MALFORMED
+    attempt_failed(ex, route, kind, 0.0, exc)
+
+
+# failures, fallback and hedging
+
+
+def attempt_failed(
+    ex: Exchange,
+    route: Route,
+    kind: int,
+    retry_after: float,
+    exc: errors.GatewayError | None,
+    conn: UpstreamProtocol | None = None,
+) -> bool:
+    """Record a failed attempt and carry on elsewhere if possible.
+
+    Returns True when the exchange goes on (another attempt, or a hedge still running) or has
+    been answered here; False when the caller must relay the provider's own error response
+    (`exc` is None: the failure is an upstream status, and it was the only attempt).
+    """
+    gateway = ex.gateway
+    gateway.router.on_failure(route.id, kind, retry_after, gateway.loop.time())
+    if ex.outcomes is None:
+        ex.outcomes = []
+    ex.outcomes.append((kind, retry_after))
+    if route is ex.hedge_route:  # the hedge failed; the main attempt carries on
+        _close(ex.hedge or conn)
+        ex.hedge = ex.hedge_route = None
+        return True
+    failed = conn if conn is not None else ex.upstream
     ex.upstream = None
+    if ex.hedge_route is not None:  # the hedge becomes the main attempt
+        ex.route, ex.upstream, ex.t_attempt = ex.hedge_route, ex.hedge, ex.t_hedge
+        ex.hedge = ex.hedge_route = None
+        _close(failed)
+        return True
+    if attempt(ex):
+        _close(failed)
+        return True
+    if exc is None and ex.attempts == 1:
+        ex.upstream = conn  # relay the provider's own error as it is
+        return False
+    _close(failed)
+    status, hint = summarize_failures(ex.outcomes)
+    if ex.attempts > 1:
+        message = f"all {ex.attempts} attempts for model {ex.model!r} failed"
+    else:
+        message = exc.message if exc is not None else f"the provider for model {ex.model!r} failed"
+    fail(ex, errors.AllRoutesFailed(message, status=status, retry_after=hint, final=ex.attempts > 1))
+    return True
+
+
+def _close(conn: UpstreamProtocol | None) -> None:
+    if conn is not None:
+        conn.detach()  # closed, never pooled: its response was not read to the end
+
+
+def _won(ex: Exchange, conn: UpstreamProtocol, route: Route) -> None:
+    """`conn`'s head came first: it serves the client; a racing attempt is cancelled."""
+    if ex.hedge_timer is not None:
+        ex.hedge_timer.cancel()
+        ex.hedge_timer = None
+    if route is ex.hedge_route:  # the hedge won: it becomes the main attempt
+        loser, loser_route = ex.upstream, ex.route
+        ex.route, ex.upstream, ex.t_attempt = route, conn, ex.t_hedge
+    else:
+        loser, loser_route = ex.hedge, ex.hedge_route
+    ex.hedge = ex.hedge_route = None
+    if loser_route is not None:
+        ex.gateway.router.on_cancel(loser_route.id)
+        _close(loser)
+
+
+def _hedge_due(ex: Exchange) -> None:
+    ex.hedge_timer = None
+    if ex.done or ex.head_sent or ex.hedge_route is not None or ex.route is None:
+        return
+    attempt(ex, hedge=True)
+
+
+def _retry_after(head: bytes, lower: bytes) -> float:
+    at = lower.find(b"\r\nretry-after:")
+    if at < 0:
+        return 0.0
+    value = head[at + 14 : lower.find(b"\r\n", at + 2)].strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0  # an HTTP-date: rare from LLM providers; treat as no hint
 
 
 def fail(ex: Exchange, exc: errors.GatewayError) -> None:
@@ -279,12 +427,20 @@ def fail(ex: Exchange, exc: errors.GatewayError) -> None:
 
 
 def abort(ex: Exchange) -> None:
-    """The client went away: drop the upstream connection (never pooled) and finish."""
+    """The client went away: drop every upstream connection (never pooled) and finish."""
     ex.aborted = True
-    conn = ex.upstream
-    if conn is not None:
-        ex.upstream = None
-        conn.detach()
+    router = ex.gateway.router
+    if ex.hedge_timer is not None:
+        ex.hedge_timer.cancel()
+        ex.hedge_timer = None
+    if not ex.done:
+        for route in (ex.route, ex.hedge_route):
+            if route is not None:
+                router.on_cancel(route.id)
+    _close(ex.upstream)
+    _close(ex.hedge)
+    ex.upstream = ex.hedge = None
+    ex.hedge_route = None
     if not ex.status or ex.status < 400:
         ex.status = 499  # nginx's "client closed request"
     finish(ex)
@@ -300,18 +456,17 @@ def reply_error(ex: Exchange, exc: errors.GatewayError) -> None:
     ex.close_after = close
     gateway = ex.gateway
     response = error_response(
-        exc.status, exc.message, exc.type, exc.code, exc.param, close=close, date=gateway.date_header
-    )
+        exc.status, exc.message, exc.type, exc.code, exc.param, close=close, extra=exc.headers(),
+        date=gateway.date_header,
+    )  # fmt: skip
     reply(ex, response)
 
 
 def reply(ex: Exchange, response: bytes) -> None:
     """Write a complete response built by the gateway itself, and finish."""
-    downstream = ex.downstream
-    assert downstream is not None
     if ex.method == b"HEAD":
         response = response[: response.find(b"\r\n\r\n") + 4]
-    downstream.write(response)
+    ex.downstream.write(response)
     ex.head_sent = True
     finish(ex)
 
@@ -325,11 +480,11 @@ def finish(ex: Exchange) -> None:
         return
     ex.done = True
     ex.t_end = perf_counter()
-    gateway = ex.gateway
-    gateway.stats.record(ex)
-    downstream = ex.downstream
-    if downstream is not None:
-        downstream.exchange_done(ex)
+    if ex.hedge_timer is not None:
+        ex.hedge_timer.cancel()
+        ex.hedge_timer = None
+    ex.gateway.stats.record(ex)
+    ex.downstream.exchange_done(ex)
 
 
 def _admin(build: Callable[[Gateway], bytes]) -> Callable[[Exchange], None]:

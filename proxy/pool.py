@@ -21,7 +21,7 @@ from proxy.upstream import ConnState, UpstreamProtocol
 from proxy.wire import JSON_TYPE
 
 if TYPE_CHECKING:
-    from proxy.config import ProviderSettings
+    from proxy.config import ProviderSettings, Route
     from proxy.exchange import Exchange
 
 
@@ -36,7 +36,7 @@ class Pool:
         self.ssl = make_ssl_context(provider.ca_file) if provider.tls else None
         self.idle: list[UpstreamProtocol] = []
         self.open = 0  # connected or connecting
-        self.waiters: deque[tuple[Exchange, float]] = deque()
+        self.waiters: deque[tuple[Exchange, Route, float]] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
         self.opened_total = 0
         # "POST /v1/chat/completions HTTP/1.1\r\nhost: ...\r\nauthorization: ...\r\n", per endpoint
@@ -46,7 +46,7 @@ class Pool:
                 b"POST " + provider.path(endpoint) + b" HTTP/1.1\r\n" + provider.fixed_headers + JSON_TYPE
             )
 
-    def acquire(self, ex: Exchange) -> UpstreamProtocol | None:
+    def acquire(self, ex: Exchange, route: Route) -> UpstreamProtocol | None:
         """An idle connection now, or None: then `pipeline.send` or `pipeline.on_connect_failed` follows."""
         idle = self.idle
         if idle:
@@ -57,27 +57,24 @@ class Pool:
                     conn.reused = True
                     return conn
                 conn.close()
-        if self.open < self.provider.max_connections:
-            self._connect(ex)
-        else:
-            self.waiters.append((ex, self.loop.time() + self.provider.connect_timeout_s))
+        self.connect_new(ex, route)
         return None
 
-    def connect_new(self, ex: Exchange) -> None:
-        """Open a fresh connection for `ex` whatever is idle (after a stale pooled one failed)."""
+    def connect_new(self, ex: Exchange, route: Route) -> None:
+        """Open a fresh connection for `ex`, or queue it when the pool is at its bound."""
         if self.open < self.provider.max_connections:
-            self._connect(ex)
+            self._connect(ex, route)
         else:
-            self.waiters.append((ex, self.loop.time() + self.provider.connect_timeout_s))
+            self.waiters.append((ex, route, self.loop.time() + self.provider.connect_timeout_s))
 
     def release(self, conn: UpstreamProtocol) -> None:
         """Take back a connection that finished a response cleanly."""
         while self.waiters:
-            ex, _ = self.waiters.popleft()
-            if not ex.aborted:
+            ex, route, _ = self.waiters.popleft()
+            if not ex.done:
                 conn.state = ConnState.ACTIVE
                 conn.reused = True
-                pipeline.send(ex, conn)
+                pipeline.send(ex, conn, route)
                 return
         conn.state = ConnState.IDLE
         conn.released_at = self.loop.time()
@@ -89,9 +86,9 @@ class Pool:
         if conn in self.idle:  # cold path: the provider closed an idle connection
             self.idle.remove(conn)
         while self.waiters and self.open < self.provider.max_connections:
-            ex, _ = self.waiters.popleft()
-            if not ex.aborted:
-                self._connect(ex)
+            ex, route, _ = self.waiters.popleft()
+            if not ex.done:
+                self._connect(ex, route)
 
     def sweep(self, now: float) -> None:
         """Close idle connections past their expiry and fail waiters past their deadline (on the tick)."""
@@ -99,11 +96,11 @@ class Pool:
         idle = self.idle
         while idle and idle[0].released_at < oldest_ok:
             idle.pop(0).close()
-        while self.waiters and (self.waiters[0][1] <= now or self.waiters[0][0].aborted):
-            ex, _ = self.waiters.popleft()
-            if not ex.aborted:
+        while self.waiters and (self.waiters[0][2] <= now or self.waiters[0][0].done):
+            ex, route, _ = self.waiters.popleft()
+            if not ex.done:
                 pipeline.on_connect_failed(
-                    ex, errors.PoolTimeout(f"no connection to provider {self.provider.name!r} became free in time")
+                    ex, route, errors.PoolTimeout(f"no connection to provider {self.provider.name!r} became free in time")
                 )
 
     def close(self) -> None:
@@ -122,13 +119,13 @@ class Pool:
 
     # internal
 
-    def _connect(self, ex: Exchange) -> None:
+    def _connect(self, ex: Exchange, route: Route) -> None:
         self.open += 1
-        task = self.loop.create_task(self._open_for(ex))
+        task = self.loop.create_task(self._open_for(ex, route))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _open_for(self, ex: Exchange) -> None:
+    async def _open_for(self, ex: Exchange, route: Route) -> None:
         provider = self.provider
         started = perf_counter()
         try:
@@ -147,25 +144,22 @@ class Pool:
             raise
         except (TimeoutError, asyncio.TimeoutError):
             self.open -= 1
-            pipeline.on_connect_failed(ex, errors.ConnectTimeout(f"connecting to provider {provider.name!r} timed out"))
+            pipeline.on_connect_failed(ex, route, errors.ConnectTimeout(f"connecting to provider {provider.name!r} timed out"))
             return
         except ssl.SSLError as exc:
             self.open -= 1
             reason = exc.reason or "handshake failed"
-            pipeline.on_connect_failed(ex, errors.ConnectError(f"TLS to provider {provider.name!r} failed: {reason}"))
+            pipeline.on_connect_failed(ex, route, errors.ConnectError(f"TLS to provider {provider.name!r} failed: {reason}"))
             return
         except OSError as exc:
             self.open -= 1
             reason = exc.strerror or type(exc).__name__
-            pipeline.on_connect_failed(ex, errors.ConnectError(f"cannot connect to provider {provider.name!r}: {reason}"))
+            pipeline.on_connect_failed(ex, route, errors.ConnectError(f"cannot connect to provider {provider.name!r}: {reason}"))
             return
         self.opened_total += 1
         ex.t_waited += perf_counter() - started
-        if ex.aborted:
-            self.release(conn)
-        else:
-            conn.state = ConnState.ACTIVE
-            pipeline.send(ex, conn)
+        conn.state = ConnState.ACTIVE
+        pipeline.send(ex, conn, route)  # releases it again if the attempt was abandoned meanwhile
 
 
 def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:

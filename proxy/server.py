@@ -18,6 +18,7 @@ from proxy import admin
 from proxy.config import Settings
 from proxy.downstream import DownstreamProtocol, header_actions
 from proxy.pool import Pool
+from proxy.routing import Router
 from proxy.stats import Stats
 
 log = logging.getLogger("llm_edge")
@@ -30,7 +31,8 @@ class Gateway:
         self.settings = settings
         self.loop = loop
         self.pools = [Pool(provider, loop) for provider in settings.providers]
-        self.stats = Stats(len(settings.routes))
+        self.stats = Stats()
+        self.router = Router(settings.model_specs, [p.max_in_flight for p in settings.providers]) if settings.model_specs else None
         self.connections: set[DownstreamProtocol] = set()
         self.created = int(time.time())
         self.started_at = time.monotonic()
@@ -86,6 +88,8 @@ class Gateway:
         loop_now = self.loop.time()
         for pool in self.pools:
             pool.sweep(loop_now)
+        if self.router is not None:
+            self.router.tick(loop_now)
         # Fire just after the next whole second, so the date header changes on time.
         self._tick_handle = self.loop.call_later(1.0 - (now % 1.0) + 0.001, self._tick)
 

@@ -14,7 +14,6 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from proxy.config import Settings
     from proxy.exchange import Exchange
 
 _SUB = 16  # sub-buckets per power of two
@@ -86,24 +85,16 @@ def bucket_bounds(index: int) -> tuple[int, int]:
 
 
 class Stats:
-    """Counters for the whole gateway and per route, indexed by route id."""
+    """Gateway-wide counters and histograms (per-route totals live in the router's table)."""
 
-    __slots__ = (
-        "requests", "by_status", "overhead", "latency", "ttfb",
-        "route_requests", "route_errors", "route_in_tokens", "route_out_tokens", "route_spend_nano",
-    )  # fmt: skip
+    __slots__ = ("requests", "by_status", "overhead", "latency", "ttfb")
 
-    def __init__(self, route_count: int) -> None:
+    def __init__(self) -> None:
         self.requests = 0
         self.by_status = [0] * 600
         self.overhead = Histogram()
         self.latency = Histogram()
         self.ttfb = Histogram()
-        self.route_requests = [0] * route_count
-        self.route_errors = [0] * route_count
-        self.route_in_tokens = [0] * route_count
-        self.route_out_tokens = [0] * route_count
-        self.route_spend_nano = [0] * route_count  # integer nano-dollars: sums never drift
 
     def record(self, ex: Exchange) -> None:
         """Account for a finished exchange."""
@@ -111,52 +102,27 @@ class Stats:
         status = ex.status
         if 0 < status < 600:
             self.by_status[status] += 1
-        route = ex.route
-        if route is None or not ex.t_sent:
-            return
+        if not ex.t_sent:
+            return  # answered by the gateway itself
         self.latency.record(ex.t_end - ex.t_start)
         if ex.t_relayed:
             self.overhead.record(ex.overhead())
             if ex.stream:  # for a plain response the first byte says little the total doesn't
                 self.ttfb.record(ex.t_relayed - ex.t_start)
-        rid = route.id
-        self.route_requests[rid] += 1
-        if status >= 400 or not status:
-            self.route_errors[rid] += 1
-        elif ex.tail:
-            tokens_in, tokens_out = scan_usage(ex.tail, ex.tail_prev)
-            self.route_in_tokens[rid] += tokens_in
-            self.route_out_tokens[rid] += tokens_out
-            # price per million tokens × tokens = micro-dollars; ×1000 = nano-dollars
-            self.route_spend_nano[rid] += round(
-                (tokens_in * route.input_per_mtok + tokens_out * route.output_per_mtok) * 1000
-            )
 
-    def snapshot(self, settings: Settings) -> dict[str, Any]:
-        """Everything, as JSON-ready values (the body of `GET /stats`)."""
-        routes = []
-        for route in settings.routes:
-            rid = route.id
-            routes.append(
-                {
-                    "id": rid,
-                    "model": route.model,
-                    "provider": route.provider.name,
-                    "upstream_model": route.upstream_model,
-                    "requests": self.route_requests[rid],
-                    "errors": self.route_errors[rid],
-                    "input_tokens": self.route_in_tokens[rid],
-                    "output_tokens": self.route_out_tokens[rid],
-                    "spend_usd": self.route_spend_nano[rid] / 1e9,
-                }
-            )
+    @staticmethod
+    def usage(ex: Exchange) -> tuple[int, int]:
+        """(input, output) tokens of a completed response, read from its tail."""
+        return scan_usage(ex.tail, ex.tail_prev) if ex.tail else (0, 0)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Gateway-wide figures, as JSON-ready values."""
         return {
             "requests": self.requests,
             "by_status": {str(code): n for code, n in enumerate(self.by_status) if n},
             "overhead_us": self.overhead.snapshot(),
             "latency_us": self.latency.snapshot(),
             "ttfb_us": self.ttfb.snapshot(),
-            "routes": routes,
         }
 
 

@@ -31,6 +31,7 @@ import httptools
 from proxy import errors, pipeline
 
 if TYPE_CHECKING:
+    from proxy.config import Route
     from proxy.exchange import Exchange
     from proxy.pool import Pool
 
@@ -52,7 +53,7 @@ class UpstreamProtocol(asyncio.Protocol):
     """One keep-alive connection to a provider."""
 
     __slots__ = (
-        "pool", "loop", "transport", "parser", "state", "ex", "reused", "released_at",
+        "pool", "loop", "transport", "parser", "state", "ex", "route", "reused", "released_at",
         "status", "head", "head_done", "message_done", "keep_alive", "in_chunk",
         "deadline", "timer_at", "total_deadline", "timer", "read_paused",
     )  # fmt: skip
@@ -64,6 +65,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.state = ConnState.NEW
         self.ex: Exchange | None = None
+        self.route: Route | None = None  # the route of the attempt this connection carries
         self.reused = False
         self.released_at = 0.0
         # per response
@@ -106,7 +108,7 @@ class UpstreamProtocol(asyncio.Protocol):
             self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
             pipeline.on_upstream_data(ex, data)
         else:
-            if not ex.t_upstream:
+            if not self.head:
                 ex.t_upstream = perf_counter()
             self._on_head_bytes(ex, data)
         if self.message_done and self.ex is ex:
