@@ -1,0 +1,95 @@
+"""Fixtures for end-to-end tests: mocks and gateways on real sockets, on both event loops."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mocks.config import MockConfig
+from mocks.server import MockServer, start_mock
+from tests.harness import LoopThread, RunningGateway, start_gateway
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def io(request: pytest.FixtureRequest) -> Iterator[LoopThread]:
+    """An event loop in a background thread; the test fails if anything reached its exception handler."""
+    thread = LoopThread(request.param)
+    yield thread
+    errors = list(thread.errors)
+    thread.stop()
+    assert not errors, f"unhandled exceptions on the loop: {errors}"
+
+
+@pytest.fixture
+def io_uv() -> Iterator[LoopThread]:
+    """Like `io`, on uvloop only (for slower scenarios where one loop is enough)."""
+    thread = LoopThread("uvloop")
+    yield thread
+    errors = list(thread.errors)
+    thread.stop()
+    assert not errors, f"unhandled exceptions on the loop: {errors}"
+
+
+MockFactory = Callable[..., MockServer]
+GatewayFactory = Callable[..., RunningGateway]
+
+
+def _mock_factory(io: LoopThread) -> Iterator[MockFactory]:
+    started: list[MockServer] = []
+
+    def make(ssl: Any = None, **options: Any) -> MockServer:
+        server = io.run(start_mock(MockConfig(**options), ssl=ssl))
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        io.run(server.close())
+
+
+def _gateway_factory(io: LoopThread) -> Iterator[GatewayFactory]:
+    started: list[RunningGateway] = []
+
+    def make(table: dict[str, Any], env: dict[str, str] | None = None) -> RunningGateway:
+        gateway = start_gateway(io, table, env)
+        started.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def mock(io: LoopThread) -> Iterator[MockFactory]:
+    yield from _mock_factory(io)
+
+
+@pytest.fixture
+def gateway(io: LoopThread) -> Iterator[GatewayFactory]:
+    yield from _gateway_factory(io)
+
+
+@pytest.fixture
+def mock_uv(io_uv: LoopThread) -> Iterator[MockFactory]:
+    yield from _mock_factory(io_uv)
+
+
+@pytest.fixture
+def gateway_uv(io_uv: LoopThread) -> Iterator[GatewayFactory]:
+    yield from _gateway_factory(io_uv)
+
+
+def provider(name: str, server: MockServer, kind: str = "local", **extra: Any) -> dict[str, Any]:
+    """A `[[providers]]` table pointing at a mock."""
+    scheme = "https" if server.ssl else "http"
+    host = "localhost" if server.ssl else "127.0.0.1"
+    return {"name": name, "kind": kind, "base_url": f"{scheme}://{host}:{server.port}/v1", **extra}
+
+
+def one_model(*providers: dict[str, Any], name: str = "fast", **model: Any) -> dict[str, Any]:
+    """A config with `providers` and one model routed over them in order."""
+    routes = [{"provider": p["name"], "model": f"{p['name']}-upstream-model"} for p in providers]
+    return {"providers": list(providers), "models": [{"name": name, "routes": routes, **model}]}
