@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import anthropic
 import pytest
-from mock_testing import roundtrip
+from tests.mocks.mock_testing import roundtrip
 
 from mocks import MockServer
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from mock_testing import connect, read_response, request_bytes, roundtrip
+from tests.mocks.mock_testing import connect, read_response, request_bytes, roundtrip
 
 from mocks import MockServer
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import openai
 import pytest
-from mock_testing import run
+from tests.mocks.mock_testing import run
 
 from mocks import MockConfig, MockServer, start_mock
 

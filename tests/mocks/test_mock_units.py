@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from mock_testing import request_bytes, run
+from tests.mocks.mock_testing import request_bytes, run
 
 from mocks import MockConfig, start_mock
 from mocks.content import argument_word, embedding, floats, fragments, prompt_tokens, reply_tokens

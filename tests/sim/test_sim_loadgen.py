@@ -12,8 +12,8 @@ import sys
 import httptools
 import orjson
 import pytest
-import tiny_server
-from sim_testing import arun, loop_kind  # noqa: F401  (loop_kind is a fixture)
+from tests.sim import tiny_server
+from tests.sim.sim_testing import arun, loop_kind  # noqa: F401  (loop_kind is a fixture)
 
 from sim import loadgen
 from sim.loadgen import LoadgenError, LoadSpec, Progress, Results

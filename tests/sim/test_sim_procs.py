@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import tiny_server
+from tests.sim import tiny_server
 
 from sim import procs
 from sim.procs import Child, StartError

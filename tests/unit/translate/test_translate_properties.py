@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from translate_samples import (
+from tests.unit.translate.translate_samples import (
     ANTHROPIC_TEXT_STREAM,
     ANTHROPIC_TOOL_STREAM,
     OPENAI_TOOL_STREAM,

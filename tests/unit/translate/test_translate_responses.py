@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 from anthropic.types import Message
-from translate_samples import check_openai_completion
+from tests.unit.translate.translate_samples import check_openai_completion
 
 from proxy.errors import UpstreamProtocolError
 from proxy.translate import (

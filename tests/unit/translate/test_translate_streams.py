@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from translate_samples import (
+from tests.unit.translate.translate_samples import (
     ANTHROPIC_ERROR_STREAM,
     ANTHROPIC_TEXT_STREAM,
     ANTHROPIC_TOOL_STREAM,
