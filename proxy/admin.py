@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from proxy.adapt import anthropic_models_body
 from proxy.wire import error_response, json_response
 
 if TYPE_CHECKING:
@@ -50,8 +51,11 @@ def routes(gateway: Gateway) -> list[dict[str, object]]:
     return rows
 
 
-def models(gateway: Gateway) -> bytes:
-    """The configured model names, in OpenAI's list shape."""
+def models(gateway: Gateway, anthropic: bool = False) -> bytes:
+    """The configured model names, in OpenAI's list shape or Anthropic's."""
+    if anthropic:
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(gateway.created))
+        return json_response(200, anthropic_models_body(list(gateway.settings.models), created), date=gateway.date_header)
     return json_response(200, gateway.models_body, date=gateway.date_header)
 
 

@@ -64,6 +64,7 @@ class ProviderSettings:
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str | None = None
     anthropic_version: str = DEFAULT_ANTHROPIC_VERSION
+    default_max_tokens: int = 4096  # sent to an Anthropic provider when an OpenAI client gives none
     max_connections: int = 256
     pool_idle_timeout_s: float = 30.0
     connect_timeout_s: float = 10.0
@@ -211,7 +212,8 @@ def _server(t: dict[str, Any]) -> ServerSettings:
 
 
 _PROVIDER_KEYS = {
-    "name", "kind", "base_url", "api_key_env", "api_key", "anthropic_version", "max_connections", "max_in_flight",
+    "name", "kind", "base_url", "api_key_env", "api_key", "anthropic_version", "default_max_tokens",
+    "max_connections", "max_in_flight",
     "pool_idle_timeout_s", "connect_timeout_s", "first_byte_timeout_s", "stream_idle_timeout_s",
     "total_timeout_s", "ca_file",
 }  # fmt: skip
@@ -250,6 +252,7 @@ def _provider(index: int, t: dict[str, Any], env: dict[str, str]) -> ProviderSet
     provider = ProviderSettings(
         id=index, name=name, kind=kind, base_url=base_url, tls=tls, host=host, port=port, base_path=base_path,
         api_key=api_key, api_key_env=key_env, anthropic_version=version,
+        default_max_tokens=_int(t, "default_max_tokens", where, d["default_max_tokens"].default),
         max_connections=_int(t, "max_connections", where, d["max_connections"].default),
         pool_idle_timeout_s=_seconds(t, "pool_idle_timeout_s", where, d["pool_idle_timeout_s"].default),
         connect_timeout_s=_seconds(t, "connect_timeout_s", where, d["connect_timeout_s"].default),

@@ -38,7 +38,7 @@ INF = float("inf")
 _IDLE, _HEAD, _BODY = 0, 1, 2
 
 # What to do with a request header, by lowercased name (see `header_actions`).
-FORWARD, CONTENT_LENGTH, HOST, EXPECT, CONNECTION, CACHE_CONTROL = range(6)
+FORWARD, CONTENT_LENGTH, HOST, EXPECT, CONNECTION, CACHE_CONTROL, ANTHROPIC_VERSION = range(7)
 
 
 
@@ -54,6 +54,7 @@ def header_actions(forwarded: tuple[bytes, ...]) -> dict[bytes, int]:
             b"expect": EXPECT,
             b"connection": CONNECTION,
             b"cache-control": CACHE_CONTROL,
+            b"anthropic-version": ANTHROPIC_VERSION,
         }
     )
     return actions
@@ -208,6 +209,8 @@ class DownstreamProtocol(asyncio.Protocol):
                 ex.keep_alive = False
         elif action == CACHE_CONTROL:
             ex.cache_control = value
+        elif action == ANTHROPIC_VERSION:
+            ex.anthropic_version = value
 
     def on_headers_complete(self) -> None:
         ex = self.reading

@@ -16,6 +16,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from proxy.adapt import Translation
     from proxy.config import Route
     from proxy.downstream import DownstreamProtocol
     from proxy.errors import GatewayError
@@ -30,14 +31,14 @@ class Exchange:
         # request, from the downstream parser
         "gateway", "downstream", "method", "url", "keep_alive", "forward_headers", "body_parts", "body_size", "body",
         "content_length", "header_bytes", "header_count", "host_count", "expect_continue",
-        "cache_control", "error",
+        "cache_control", "anthropic_version", "error",
         # request, after parsing the body
-        "payload", "model", "stream", "endpoint",
+        "api", "payload", "model", "stream", "endpoint",
         # routing and upstream
         "model_id", "route", "attempts", "attempts_left", "deadline", "tried", "outcomes", "upstream", "t_attempt",
         "hedge_after_s", "hedge_timer", "hedge", "hedge_route", "t_hedge",
         # response
-        "status", "head_sent", "close_delimited", "tail", "tail_prev", "close_after", "done", "aborted",
+        "status", "head_sent", "close_delimited", "first_body", "tail", "tail_prev", "translation", "chunked_out", "close_after", "done", "aborted",
         # timing
         "t_start", "t_sent", "t_waited", "t_upstream", "t_relayed", "t_end",
     )  # fmt: skip
@@ -58,8 +59,10 @@ class Exchange:
         self.host_count = 0
         self.expect_continue = False
         self.cache_control = b""
+        self.anthropic_version = b""
         self.error: GatewayError | None = None
 
+        self.api = 0  # adapt.OPENAI or adapt.ANTHROPIC: the client's API, for errors and framing
         self.payload: dict[str, Any] | None = None
         self.model = ""
         self.stream = False
@@ -83,8 +86,11 @@ class Exchange:
         self.status = 0
         self.head_sent = False
         self.close_delimited = False
+        self.first_body = b""  # the first piece of the response body (Anthropic streams start with usage)
         self.tail = b""  # the latest piece of the response body, and the one before it
         self.tail_prev = b""
+        self.translation: Translation | None = None  # when the provider's API differs from the client's
+        self.chunked_out = False
         self.close_after = False
         self.done = False
         self.aborted = False

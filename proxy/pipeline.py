@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from proxy import admin, body, errors
+from proxy import adapt, admin, errors
+from proxy.adapt import ANTHROPIC, OPENAI
 from proxy.routing import Failure, failure_kind, is_route_failure, summarize_failures
 from proxy.wire import (
     CONNECTION_CLOSE,
@@ -40,6 +41,7 @@ from proxy.wire import (
     STATUS_LINE,
     chunk,
     error_response,
+    json_response,
     openai_error_body,
     strip_hop_by_hop,
 )
@@ -85,12 +87,26 @@ def handle(ex: Exchange) -> None:
 
 
 def chat_completions(ex: Exchange) -> None:
-    """POST /v1/chat/completions: validate, then cache → route → upstream."""
+    """POST /v1/chat/completions (OpenAI's API): validate, then cache → route → upstream."""
+    ex.api = OPENAI
     payload = parse_request(ex)
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
         raise errors.BadRequest("'messages' must be a non-empty array", param="messages")
     ex.endpoint = "/chat/completions"
+    forward_to_model(ex)
+
+
+def messages(ex: Exchange) -> None:
+    """POST /v1/messages (Anthropic's API): validate, then cache → route → upstream."""
+    ex.api = ANTHROPIC
+    payload = parse_request(ex)
+    if not isinstance(payload.get("messages"), list):
+        raise errors.BadRequest("messages: Field required", param="messages")
+    max_tokens = payload.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise errors.BadRequest("max_tokens: Field required (a positive integer)", param="max_tokens")
+    ex.endpoint = "/messages"
     forward_to_model(ex)
 
 
@@ -107,7 +123,18 @@ def forward_to_model(ex: Exchange) -> None:
     resolve_model(ex)
     if lookup_cache(ex):
         return
-    attempt(ex)
+    if not attempt(ex):
+        no_route_left(ex)
+
+
+def no_route_left(ex: Exchange) -> None:
+    """Every route is open, cooling down or full: say when to come back rather than wait."""
+    gateway = ex.gateway
+    wait = gateway.router.retry_after(ex.model_id, gateway.loop.time())
+    fail(ex, errors.AllRoutesFailed(
+        f"no route for model {ex.model!r} is available right now", status=503,
+        retry_after=max(1, min(60, round(wait + 0.5))), final=False,
+    ))  # fmt: skip
 
 
 # parse_request: the body
@@ -196,15 +223,18 @@ def send(ex: Exchange, conn: UpstreamProtocol, route: Route) -> None:
     if ex.done or (route is not ex.route and route is not ex.hedge_route):
         conn.pool.release(conn)  # the attempt was abandoned while its connection was being made
         return
-    assert ex.payload is not None
-    if route.upstream_model is None:  # a direct route: provider/model
-        upstream_json = orjson.dumps(ex.model.partition("/")[2])
-    else:
-        upstream_json = route.upstream_model_json
-    payload_bytes = body.replace_model(ex.body, ex.payload, upstream_json)
+    try:
+        endpoint, payload_bytes, translation = adapt.upstream_request(ex, route)
+    except errors.GatewayError as exc:  # a request this provider's API cannot express: a 400 that says so
+        conn.pool.release(conn)
+        ex.gateway.router.on_failure(route.id, Failure.CLIENT, 0.0, ex.gateway.loop.time())
+        if route is ex.route:
+            ex.route = None
+        fail(ex, exc)
+        return
     head = b"".join(
         (
-            conn.pool.request_prefixes[ex.endpoint],
+            conn.pool.request_prefixes[endpoint],
             b"content-length: %d\r\n" % len(payload_bytes),
             *ex.forward_headers,
             CRLF,
@@ -215,7 +245,7 @@ def send(ex: Exchange, conn: UpstreamProtocol, route: Route) -> None:
         ex.upstream = conn
     else:
         ex.hedge = conn
-    conn.send(ex, head, payload_bytes)
+    conn.send(ex, head, payload_bytes, translation)
     if not ex.t_sent:
         ex.t_sent = perf_counter()
 
@@ -233,36 +263,76 @@ def on_connect_failed(ex: Exchange, route: Route, exc: errors.UpstreamError) -> 
 
 def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: bytes) -> None:
     """Relay the response head, adjusted for this hop, with whatever body bytes came with it."""
-    status = conn.status
-    route = conn.route
-    assert route is not None
-    gateway = ex.gateway
     lower = head.lower()
-    if status >= 400 and is_route_failure(status):
-        retry_after = _retry_after(head, lower)
-        if attempt_failed(ex, route, failure_kind(status), retry_after, None, conn):
-            return  # another attempt carries on; this response is dropped with its connection
-    _won(ex, conn, route)
-    ex.status = status
-    if status < 400:
-        gateway.router.on_first_byte(route.id, gateway.loop.time() - ex.t_attempt, gateway.loop.time())
+    if not _head_accepted(ex, conn, _retry_after(head, lower) if conn.status >= 400 else 0.0):
+        return
+    status = conn.status
     ex.close_delimited = lower.find(b"\r\ntransfer-encoding:") < 0 and lower.find(b"\r\ncontent-length:") < 0
     head = strip_hop_by_hop(head, lower)
-    ours = gateway.provider_headers[route.provider.id] + gateway.attempt_headers[min(ex.attempts, 9)]
+    ours = _our_headers(ex)
     if ex.stream:
         ours += NO_BUFFERING
-    if ex.close_delimited or not ex.keep_alive:
-        ours += CONNECTION_CLOSE
+    if ex.close_delimited:
+        ours += CONNECTION_CLOSE if ex.keep_alive else b""
         ex.close_after = True
     if head.startswith(b"HTTP/1.1 "):
         line_end = head.find(b"\r\n") + 2
         out = head[:line_end] + ours + head[line_end:] + rest
     else:  # an HTTP/1.0 provider: our hop is 1.1
         out = STATUS_LINE[status] + ours + head[head.find(b"\r\n") + 2 :] + rest
-    ex.tail = rest
+    ex.tail = ex.first_body = rest
     ex.head_sent = True
     ex.downstream.write(out)  # head and first body bytes in one write: one syscall, not two
     ex.t_relayed = perf_counter()
+
+
+def on_decoded_head(ex: Exchange, conn: UpstreamProtocol) -> None:
+    """A head on the translated path: the response is rebuilt in the client's format."""
+    if not _head_accepted(ex, conn, conn.retry_after):
+        return
+    translation = conn.translation
+    assert translation is not None
+    ex.translation = translation
+    if conn.retry_after:
+        translation.extra = b"retry-after: %d\r\n" % max(1, round(conn.retry_after))
+    translation.head(conn.status, _our_headers(ex))
+    if translation.stream is not None:
+        ex.head_sent = True
+        ex.t_relayed = perf_counter()
+
+
+def on_decoded_body(ex: Exchange, conn: UpstreamProtocol, data: bytes) -> None:
+    """A decoded piece of a body being translated."""
+    if conn is ex.upstream and ex.translation is not None:
+        ex.translation.body(data)
+
+
+def _head_accepted(ex: Exchange, conn: UpstreamProtocol, retry_after: float) -> bool:
+    """Route bookkeeping for a response head; False when another attempt takes over."""
+    status = conn.status
+    route = conn.route
+    assert route is not None
+    if status >= 400 and is_route_failure(status):
+        if attempt_failed(ex, route, failure_kind(status), retry_after, None, conn):
+            return False  # another attempt carries on; this response is dropped with its connection
+    _won(ex, conn, route)
+    ex.status = status
+    if status < 400:
+        now = ex.gateway.loop.time()
+        ex.gateway.router.on_first_byte(route.id, now - ex.t_attempt, now)
+    return True
+
+
+def _our_headers(ex: Exchange) -> bytes:
+    """The header lines llm-edge adds to every relayed response."""
+    gateway = ex.gateway
+    route = ex.route
+    assert route is not None
+    ours = gateway.provider_headers[route.provider.id] + gateway.attempt_headers[min(ex.attempts, 9)]
+    if not ex.keep_alive:
+        ours += CONNECTION_CLOSE
+        ex.close_after = True
+    return ours
 
 
 def on_upstream_data(ex: Exchange, data: bytes) -> None:
@@ -278,9 +348,23 @@ def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> No
     assert route is not None
     ex.upstream = None
     gateway = ex.gateway
+    translation = ex.translation
+    if translation is not None:
+        try:
+            translation.done(_our_headers(ex) + translation.extra)
+        except errors.UpstreamError as exc:  # e.g. a 200 whose body is not JSON: nothing was sent yet
+            if reusable:
+                conn.pool.release(conn)
+            attempt_failed(ex, route, Failure.MALFORMED, 0.0, exc)
+            return
+        ex.head_sent = True
+        if not ex.t_relayed:
+            ex.t_relayed = perf_counter()
     now = gateway.loop.time()
     if ex.status < 400:
-        tokens_in, tokens_out = gateway.stats.usage(ex)
+        tokens_in, tokens_out = (
+            (translation.tokens_in, translation.tokens_out) if translation is not None else gateway.stats.usage(ex)
+        )
         gateway.router.on_success(route.id, now - ex.t_attempt, tokens_in, tokens_out, now)
     elif is_route_failure(ex.status):
         pass  # already recorded when the head arrived
@@ -414,11 +498,18 @@ def fail(ex: Exchange, exc: errors.GatewayError) -> None:
         reply_error(ex, exc)
         return
     conn = ex.upstream
-    if ex.stream and conn is not None and not conn.in_chunk and not ex.close_delimited:
+    if ex.translation is not None:
+        event = ex.translation.error_event(exc.message, exc.type)
+        if event:
+            ex.downstream.write(chunk(event) + LAST_CHUNK)
+    elif ex.stream and conn is not None and not conn.in_chunk and not ex.close_delimited:
         # The client already has a 200 and some events, and we sit between two chunks: an
         # error event is the only honest end left (the SDKs raise on it), never a clean end
         # that looks like success. Mid-chunk, closing is the only way to say it.
-        event = b"data: " + openai_error_body(exc.message, exc.type, exc.code) + b"\n\n"
+        if ex.api == ANTHROPIC:
+            event = adapt.anthropic_stream_error(exc.message, exc.status)
+        else:
+            event = b"data: " + openai_error_body(exc.message, exc.type, exc.code) + b"\n\n"
         ex.downstream.write(chunk(event) + LAST_CHUNK)
     ex.close_after = True
     if not ex.status or ex.status < 400:
@@ -455,10 +546,16 @@ def reply_error(ex: Exchange, exc: errors.GatewayError) -> None:
     ex.status = exc.status
     ex.close_after = close
     gateway = ex.gateway
-    response = error_response(
-        exc.status, exc.message, exc.type, exc.code, exc.param, close=close, extra=exc.headers(),
-        date=gateway.date_header,
-    )  # fmt: skip
+    if ex.api == ANTHROPIC:
+        response = json_response(
+            exc.status, adapt.anthropic_error_body(exc.status, exc.message), close=close, extra=exc.headers(),
+            date=gateway.date_header,
+        )  # fmt: skip
+    else:
+        response = error_response(
+            exc.status, exc.message, exc.type, exc.code, exc.param, close=close, extra=exc.headers(),
+            date=gateway.date_header,
+        )  # fmt: skip
     reply(ex, response)
 
 
@@ -494,10 +591,16 @@ def _admin(build: Callable[[Gateway], bytes]) -> Callable[[Exchange], None]:
     return handler
 
 
+def models(ex: Exchange) -> None:
+    """GET /v1/models, in the shape of the caller's SDK (Anthropic's sends `anthropic-version`)."""
+    reply(ex, admin.models(ex.gateway, anthropic=bool(ex.anthropic_version)))
+
+
 ENDPOINTS: dict[bytes, tuple[bytes, Callable[[Exchange], None]]] = {
     b"/v1/chat/completions": (b"POST", chat_completions),
+    b"/v1/messages": (b"POST", messages),
     b"/v1/embeddings": (b"POST", embeddings),
-    b"/v1/models": (b"GET", _admin(admin.models)),
+    b"/v1/models": (b"GET", models),
     b"/healthz": (b"GET", _admin(admin.healthz)),
     b"/stats": (b"GET", _admin(admin.stats)),
 }

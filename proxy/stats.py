@@ -112,8 +112,12 @@ class Stats:
 
     @staticmethod
     def usage(ex: Exchange) -> tuple[int, int]:
-        """(input, output) tokens of a completed response, read from its tail."""
-        return scan_usage(ex.tail, ex.tail_prev) if ex.tail else (0, 0)
+        """(input, output) tokens of a relayed response, read from its tail (and, for an
+        Anthropic stream, whose input count comes first in `message_start`, from its start)."""
+        tokens_in, tokens_out = scan_usage(ex.tail, ex.tail_prev) if ex.tail else (0, 0)
+        if not tokens_in and ex.first_body:
+            tokens_in = scan_usage(ex.first_body)[0]
+        return tokens_in, tokens_out
 
     def snapshot(self) -> dict[str, Any]:
         """Gateway-wide figures, as JSON-ready values."""

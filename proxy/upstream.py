@@ -31,6 +31,7 @@ import httptools
 from proxy import errors, pipeline
 
 if TYPE_CHECKING:
+    from proxy.adapt import Translation
     from proxy.config import Route
     from proxy.exchange import Exchange
     from proxy.pool import Pool
@@ -53,7 +54,8 @@ class UpstreamProtocol(asyncio.Protocol):
     """One keep-alive connection to a provider."""
 
     __slots__ = (
-        "pool", "loop", "transport", "parser", "state", "ex", "route", "reused", "released_at",
+        "pool", "loop", "transport", "parser", "decoder", "translation", "state", "ex", "route", "reused",
+        "released_at", "retry_after",
         "status", "head", "head_done", "message_done", "keep_alive", "in_chunk",
         "deadline", "timer_at", "total_deadline", "timer", "read_paused",
     )  # fmt: skip
@@ -63,6 +65,9 @@ class UpstreamProtocol(asyncio.Protocol):
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        self.decoder: httptools.HttpResponseParser | None = None  # made on first use: see `_Decoded`
+        self.translation: Translation | None = None  # set when this response must be translated
+        self.retry_after = 0.0
         self.state = ConnState.NEW
         self.ex: Exchange | None = None
         self.route: Route | None = None  # the route of the attempt this connection carries
@@ -98,6 +103,9 @@ class UpstreamProtocol(asyncio.Protocol):
         if ex is None:
             # Bytes on an idle connection: the provider broke the protocol or is closing.
             self.close()
+            return
+        if self.translation is not None:
+            self._decode(ex, data)
             return
         try:
             self.parser.feed_data(data)
@@ -149,12 +157,15 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # called by the pool and the pipeline
 
-    def send(self, ex: Exchange, head: bytes, body: bytes) -> None:
-        """Write one request and wait for its response."""
+    def send(self, ex: Exchange, head: bytes, body: bytes, translation: Translation | None) -> None:
+        """Write one request and wait for its response (decoded for `translation`, else relayed raw)."""
         provider = self.pool.provider
         self.state = ConnState.ACTIVE
         self.ex = ex
-        ex.upstream = self
+        self.translation = translation
+        if translation is not None and self.decoder is None:
+            self.decoder = httptools.HttpResponseParser(_Decoded(self))
+        self.retry_after = 0.0
         self.status = 0
         self.head = b""
         self.head_done = False
@@ -193,6 +204,39 @@ class UpstreamProtocol(asyncio.Protocol):
         self.close()
 
     # internal
+
+    def _decode(self, ex: Exchange, data: bytes) -> None:
+        # The translated path: the decoder's callbacks hand the pipeline decoded body pieces.
+        if not self.head_done and not self.status:
+            ex.t_upstream = perf_counter()
+        assert self.decoder is not None
+        try:
+            self.decoder.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if not isinstance(cause, errors.UpstreamError):
+                log.error("error translating a response", exc_info=cause)
+                cause = errors.UpstreamProtocolError("the gateway failed to translate the response")
+            self._fail(cause)
+            return
+        except httptools.HttpParserError:
+            self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an invalid response"))
+            return
+        if self.ex is not ex:
+            return  # the head lost a race or failed over: this connection is already dropped
+        if self.head_done:
+            self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
+        if self.message_done:
+            self._complete(reusable=self.keep_alive)
+
+    def _on_decoded_head(self) -> None:
+        ex = self.ex
+        assert ex is not None
+        self.head_done = True
+        self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
+        if self.deadline < self.timer_at:
+            self._schedule(self.deadline)
+        pipeline.on_decoded_head(ex, self)
 
     def _on_head_bytes(self, ex: Exchange, data: bytes) -> None:
         head = self.head + data if self.head else data
@@ -265,3 +309,38 @@ class UpstreamProtocol(asyncio.Protocol):
         else:
             what = "the next piece of the response"
         self._fail(errors.UpstreamTimeout(f"provider {name!r} timed out waiting for {what}"))
+
+
+class _Decoded:
+    """Parser callbacks for a response that is translated rather than relayed: they see
+    decoded body pieces. A separate object so the raw path's parser has no `on_body` at all
+    (httptools wires only the callbacks an object has)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: UpstreamProtocol) -> None:
+        self.conn = conn
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"retry-after":
+            try:
+                self.conn.retry_after = max(0.0, float(value))
+            except ValueError:
+                pass
+
+    def on_headers_complete(self) -> None:
+        conn = self.conn
+        conn.status = conn.decoder.get_status_code()  # type: ignore[union-attr]
+        if conn.status >= 200:
+            conn._on_decoded_head()
+
+    def on_body(self, body: bytes) -> None:
+        conn = self.conn
+        if conn.ex is not None and conn.translation is not None:
+            pipeline.on_decoded_body(conn.ex, conn, body)
+
+    def on_message_complete(self) -> None:
+        conn = self.conn
+        if conn.status >= 200:
+            conn.message_done = True
+            conn.keep_alive = conn.decoder.should_keep_alive()  # type: ignore[union-attr]

@@ -11,7 +11,13 @@ import openai
 import orjson
 import pytest
 from anthropic.types import Message
-from cache_samples import (
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from proxy.cache.assemble import assemble_anthropic_messages, assemble_openai_chat, parse_sse
+from proxy.cache.entry import ENTRY_OVERHEAD, entry_from_answer, entry_from_json, entry_from_sse, is_cacheable_answer
+from proxy.cache.formats import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_EMBEDDINGS
+from proxy.cache.replay import render_anthropic_sse, render_openai_sse
+from tests.unit.cache.cache_samples import (
     ANTHROPIC_BODY,
     ANTHROPIC_EVENTS,
     ANTHROPIC_SSE,
@@ -28,12 +34,6 @@ from cache_samples import (
     oa_chunk,
     sse,
 )
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
-
-from proxy.cache.assemble import assemble_anthropic_messages, assemble_openai_chat, parse_sse
-from proxy.cache.entry import ENTRY_OVERHEAD, entry_from_answer, entry_from_json, entry_from_sse, is_cacheable_answer
-from proxy.cache.formats import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_EMBEDDINGS
-from proxy.cache.replay import render_anthropic_sse, render_openai_sse
 
 
 def events_of(raw: bytes) -> list[tuple[bytes, bytes]]:
