@@ -21,8 +21,8 @@ Config (TOML)::
 A line (keys always present, null when not applicable)::
 
     {"time":"2026-08-01T12:00:00.123Z","request_id":"req_1","endpoint":"/v1/chat/completions",
-     "model":"fast","provider":"openai","route":0,"status":200,"stream":true,"latency_ms":812.345,
-     "overhead_us":41.2,"ttfb_ms":95.0,"tokens_in":120,"tokens_out":512,"cost_usd":0.004456,
+     "model":"fast","provider":"openai","route":0,"status":200,"stream":true,"latency_us":812345,
+     "overhead_us":41,"ttfb_us":95012,"tokens_in":120,"tokens_out":512,"cost_usd":0.004456,
      "cache":"miss","attempts":1,"key":"team-a"}
 
 Several workers may share one file: it is opened with O_APPEND and each flush is one
@@ -57,14 +57,14 @@ ROW = (
     "tokens_in",  # int
     "tokens_out",  # int
     "cost_nusd",  # int: nano-dollars
-    "cache",  # str: "hit", "miss", "coalesced", "bypass"...; "" if the cache had no say
+    "cache",  # the cache outcome: str, bytes or an enum of either (Outcome.HIT); "" or None: no say
     "attempts",  # int: upstream attempts made
     "key",  # str: the gateway key's name (Keys.names[k]); "" if none
 )
 # The keys of every line, in order.
 FIELDS = (
-    "time", "request_id", "endpoint", "model", "provider", "route", "status", "stream", "latency_ms",
-    "overhead_us", "ttfb_ms", "tokens_in", "tokens_out", "cost_usd", "cache", "attempts", "key",
+    "time", "request_id", "endpoint", "model", "provider", "route", "status", "stream", "latency_us",
+    "overhead_us", "ttfb_us", "tokens_in", "tokens_out", "cost_usd", "cache", "attempts", "key",
 )  # fmt: skip
 
 DEFAULT_BUFFER = 20_000
@@ -103,7 +103,7 @@ class AccessLogSettings:
         path = table.get("access_log")
         if path is not None:
             if not isinstance(path, str):
-                raise ConfigError(f"{where}.access_log: expected a file path or \"-\" for stderr")
+                raise ConfigError(f'{where}.access_log: expected a file path or "-" for stderr')
             if not path:
                 path = None
             elif path != "-":
@@ -121,7 +121,7 @@ class AccessLogSettings:
 class FileSink:
     """Appends bytes to a file (O_APPEND) or to stderr ("-"), one write(2) per batch if it can."""
 
-    __slots__ = ("path", "fd")
+    __slots__ = ("fd", "path")
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -163,7 +163,7 @@ class AccessLog:
     taking bytes (default: a `FileSink` on the configured path).
     """
 
-    __slots__ = ("max_pending", "pending", "sink", "lines", "dropped", "write_errors", "_sec", "_prefix")
+    __slots__ = ("_prefix", "_sec", "dropped", "lines", "max_pending", "pending", "sink", "write_errors")
 
     def __init__(self, settings: AccessLogSettings, sink: Callable[[bytes], object] | None = None) -> None:
         # config
@@ -196,16 +196,23 @@ class AccessLog:
         else:
             self.dropped += 1
 
-    def flush(self, wall_now: float, mono_now: float) -> int:
-        """Format and write every pending row in one write; returns the lines written.
+    def flush(self, wall_now: float, mono_now: float, max_lines: int = 0) -> int:
+        """Format the oldest pending rows (all, or at most `max_lines`) and write them in one write.
 
-        `wall_now` is `time.time()`, `mono_now` the monotonic clock of the rows' `t_end`,
-        both read now: a row's wall time is `t_end + (wall_now - mono_now)`.
+        Returns the lines written. `wall_now` is `time.time()`, `mono_now` the monotonic
+        clock of the rows' `t_end`, both read now: a row's wall time is `t_end + (wall_now -
+        mono_now)`. Formatting costs about 2.5 us per line (CPython 3.11), and blocks the
+        loop while it runs: at high request rates pass `max_lines` (e.g. 2000, ~5 ms) and,
+        while `pending` is not empty, call again with `loop.call_soon` so I/O runs between.
         """
         rows = self.pending
         if not rows:
             return 0
-        self.pending = []
+        if 0 < max_lines < len(rows):
+            self.pending = rows[max_lines:]
+            rows = rows[:max_lines]
+        else:
+            self.pending = []
         data, count = self.format_rows(rows, wall_now - mono_now)
         self.dropped += len(rows) - count
         if not count:
@@ -246,23 +253,34 @@ class AccessLog:
             "route": route if route >= 0 else None,
             "status": status,
             "stream": bool(stream),
-            "latency_ms": round(latency_s * 1e3, 3),
-            "overhead_us": round(overhead_s * 1e6, 1),
-            "ttfb_ms": round(ttfb_s * 1e3, 3) if ttfb_s > 0.0 else None,
+            # Whole microseconds, like the stats histograms: int(x * 1e6) 72 ns vs round(x * 1e3, 3) 245 ns (timeit).
+            "latency_us": int(latency_s * 1e6),
+            "overhead_us": int(overhead_s * 1e6),
+            "ttfb_us": int(ttfb_s * 1e6) if ttfb_s > 0.0 else None,
             "tokens_in": tokens_in,
             "tokens_out": tokens_out,
             "cost_usd": cost_nusd / 1e9,
-            "cache": cache or None,
+            "cache": _outcome(cache),
             "attempts": attempts,
             "key": key or None,
         }
 
     def _iso(self, wall: float) -> str:
         # The date part is formatted once per distinct second: rows of one flush share a few.
-        # Measured 0.35 us vs 1.9 us per line for datetime.fromtimestamp().isoformat() (3.11).
+        # 0.52 us vs 1.7 us per line for datetime.fromtimestamp(..., utc).isoformat() (timeit, CPython 3.11).
         sec = int(wall)
         if sec != self._sec:
             self._sec = sec
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         ms = int((wall - sec) * 1000.0)
         return f"{self._prefix}.{ms:03d}Z"
+
+
+def _outcome(value: Any) -> str | None:
+    # Written lowercase whatever the caller holds: "hit", not b"HIT" or Outcome.HIT.
+    if not value:
+        return None
+    value = getattr(value, "value", value)
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return str(value).lower()

@@ -106,6 +106,8 @@ class Translation:
             out = stream.feed(data)
             if out:
                 self.ex.downstream.write(chunk(out))
+                if self.ex.capture is not None:
+                    self.ex.capture.append(out)  # the client-format stream, for the cache
             return
         self.size += len(data)
         if self.size > MAX_TRANSLATED_BYTES:
@@ -132,6 +134,8 @@ class Translation:
                 status, out_body = translate.to_anthropic_error(status, raw)
         else:
             out_body = self._translate_answer(raw)
+            if ex.capture is not None:
+                ex.capture.append(out_body)
         keep = b"" if ex.keep_alive else b"connection: close\r\n"
         ex.downstream.write(
             STATUS_LINE[status] + _JSON_TYPE + b"content-length: %d\r\n" % len(out_body) + ours + keep + b"\r\n"

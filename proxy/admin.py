@@ -30,6 +30,8 @@ def stats(gateway: Gateway) -> bytes:
     snapshot = gateway.stats.snapshot()
     snapshot["uptime_s"] = round(time.monotonic() - gateway.started_at, 3)
     snapshot["routes"] = routes(gateway)
+    if gateway.cache is not None:
+        snapshot["cache"] = gateway.cache.snapshot()
     snapshot["pools"] = [
         {"provider": pool.provider.name, "open": pool.open, "idle": pool.idle_count, "opened_total": pool.opened_total}
         for pool in gateway.pools

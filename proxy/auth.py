@@ -108,9 +108,9 @@ class AuthSettings:
 
 
 def _key_settings(t: Mapping[str, Any], env: Mapping[str, str], where: str) -> KeySettings:
-    for name in t:
-        if name not in _KEY_FIELDS:
-            raise ConfigError(f"{where}.{name}: unknown key (expected one of: {', '.join(_KEY_FIELDS)})")
+    for field_name in t:
+        if field_name not in _KEY_FIELDS:
+            raise ConfigError(f"{where}.{field_name}: unknown key (expected one of: {', '.join(_KEY_FIELDS)})")
     name = t.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(f"{where}.name: required; 1-64 characters: letters, digits and . _ : @ - (got {name!r})")
@@ -229,8 +229,18 @@ class Keys:
     so an unauthenticated request (k == -1, or no keys configured) indexes them safely.
     """
 
-    __slots__ = ("settings", "required", "names", "tenants", "limits", "admit", "charge", "_by_digest",
-                 "missing", "invalid")  # fmt: skip
+    __slots__ = (
+        "_by_digest",
+        "admit",
+        "charge",
+        "invalid",
+        "limits",
+        "missing",
+        "names",
+        "required",
+        "settings",
+        "tenants",
+    )  # fmt: skip
 
     def __init__(self, settings: AuthSettings, workers: int = 1) -> None:
         # config
@@ -252,7 +262,9 @@ class Keys:
         self.invalid = 0  # requests with a key that matches none
 
     def __repr__(self) -> str:
-        return f"<Keys keys={len(self.names) - 1} required={self.required} missing={self.missing} invalid={self.invalid}>"
+        return (
+            f"<Keys keys={len(self.names) - 1} required={self.required} missing={self.missing} invalid={self.invalid}>"
+        )
 
     def authenticate(self, presented: bytes) -> int:
         """The index of the key `presented` (from `presented_key`), or -1 if it matches none.
@@ -273,18 +285,14 @@ class Keys:
     def rejection(self, presented: bytes) -> GatewayError:
         """The 401 for a request whose key is missing (`presented` empty) or matches none."""
         if not presented:
-            return InvalidKey(
-                "missing gateway key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
-            )
+            return InvalidKey("missing gateway key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
         return InvalidKey("invalid gateway key")
 
     def refusal(self, key: int, reason: str, retry_after_s: float) -> GatewayError:
         """The 429 for a request `admit` refused (`reason`, `retry_after_s` from `admit`)."""
         k = self.settings.keys[key]
         if reason == BUDGET:
-            return BudgetExhausted(
-                f"gateway key {k.name!r} has used its budget of {_usd(k.budget_nusd)} USD"
-            )
+            return BudgetExhausted(f"gateway key {k.name!r} has used its budget of {_usd(k.budget_nusd)} USD")
         if reason == RPM:
             return KeyRateLimited(
                 f"rate limit reached for gateway key {k.name!r} on requests per minute: limit {k.rpm}",

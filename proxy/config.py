@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from proxy.cache import CacheSettings
+from proxy.cache.policy import parse_mode
 from proxy.errors import ConfigError
 from proxy.routing import ModelSpec, RouterSettings, RouteSpec
 
@@ -105,6 +107,7 @@ class ModelSettings:
     name: str
     routes: tuple[Route, ...]
     router: RouterSettings
+    cache: str | None = None  # "always" | "deterministic" | "never"; None: the [cache] policy
 
 
 @dataclass(slots=True, frozen=True)
@@ -118,7 +121,13 @@ class Settings:
     direct_routes: dict[str, Route]  # provider name -> its direct route
     router: RouterSettings  # the [router] table: defaults for every model
     model_specs: tuple[ModelSpec, ...]  # what the router is built from, by model id
+    cache: CacheSettings = CacheSettings()
     source: str = "<defaults>"
+
+    @property
+    def cache_modes(self) -> dict[str, str]:
+        """Per-model cache policies that differ from the [cache] default."""
+        return {name: m.cache for name, m in self.models.items() if m.cache is not None}
 
     def provider_by_name(self, name: str) -> ProviderSettings | None:
         for provider in self.providers:
@@ -156,9 +165,10 @@ def _env_only_table(env: dict[str, str]) -> dict[str, Any]:
 
 def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table>") -> Settings:
     """Validate a parsed TOML document and build the frozen settings."""
-    _check_keys(table, {"server", "router", "providers", "models"}, "")
+    _check_keys(table, {"server", "router", "cache", "providers", "models"}, "")
     server = _server(_table(table, "server", ""))
     router = RouterSettings.from_table(_table(table, "router", ""), "router")
+    cache = CacheSettings.from_table(_table(table, "cache", ""))
     providers = tuple(_provider(i, p, env) for i, p in enumerate(_array_of_tables(table, "providers", "")))
     names = [p.name for p in providers]
     for name in names:
@@ -176,7 +186,10 @@ def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table
             raise ConfigError(f"{where}.name: duplicate model name {spec.name!r}")
         model_routes = tuple(_route(len(routes) + j, len(specs), spec.name, r, providers) for j, r in enumerate(spec.routes))
         routes.extend(model_routes)
-        models[spec.name] = ModelSettings(len(specs), spec.name, model_routes, spec.settings)
+        cache_mode = m.get("cache")
+        if cache_mode is not None:
+            parse_mode(cache_mode, f"{where}.cache")
+        models[spec.name] = ModelSettings(len(specs), spec.name, model_routes, spec.settings, cache_mode)
         specs.append(spec)
 
     # Each provider also serves "provider/<any model>" through one direct route of its own.
@@ -188,7 +201,7 @@ def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table
         routes.append(route)
         specs.append(spec)
         direct[p.name] = route
-    return Settings(server, providers, models, tuple(routes), direct, router, tuple(specs), source)
+    return Settings(server, providers, models, tuple(routes), direct, router, tuple(specs), cache, source)
 
 
 def _server(t: dict[str, Any]) -> ServerSettings:

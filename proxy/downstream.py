@@ -38,7 +38,7 @@ INF = float("inf")
 _IDLE, _HEAD, _BODY = 0, 1, 2
 
 # What to do with a request header, by lowercased name (see `header_actions`).
-FORWARD, CONTENT_LENGTH, HOST, EXPECT, CONNECTION, CACHE_CONTROL, ANTHROPIC_VERSION = range(7)
+FORWARD, CONTENT_LENGTH, HOST, EXPECT, CONNECTION, CACHE_CONTROL, ANTHROPIC_VERSION, ANTHROPIC_BETA, CACHE_TTL = range(9)
 
 
 
@@ -47,6 +47,8 @@ def header_actions(forwarded: tuple[bytes, ...]) -> dict[bytes, int]:
     upstream (`[server] forward_headers`); everything else, the client's credentials above
     all, stays here."""
     actions = {name: FORWARD for name in forwarded}
+    if b"anthropic-beta" in actions:
+        actions[b"anthropic-beta"] = ANTHROPIC_BETA  # forwarded, and part of the cache key
     actions.update(
         {
             b"content-length": CONTENT_LENGTH,
@@ -55,6 +57,7 @@ def header_actions(forwarded: tuple[bytes, ...]) -> dict[bytes, int]:
             b"connection": CONNECTION,
             b"cache-control": CACHE_CONTROL,
             b"anthropic-version": ANTHROPIC_VERSION,
+            b"x-llm-edge-cache-ttl": CACHE_TTL,
         }
     )
     return actions
@@ -211,6 +214,11 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.cache_control = value
         elif action == ANTHROPIC_VERSION:
             ex.anthropic_version = value
+        elif action == ANTHROPIC_BETA:
+            ex.anthropic_beta = value
+            ex.forward_headers.append(b"%b: %b\r\n" % (name, value))
+        elif action == CACHE_TTL:
+            ex.cache_ttl = value
 
     def on_headers_complete(self) -> None:
         ex = self.reading
@@ -284,6 +292,11 @@ class DownstreamProtocol(asyncio.Protocol):
         """Write to the client unless it has gone."""
         if not self.closed and self.transport is not None:
             self.transport.write(data)
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        """Write several buffers in one syscall, without joining them."""
+        if not self.closed and self.transport is not None:
+            self.transport.writelines(parts)
 
     def close(self) -> None:
         """Close the connection now (after an error mid-response, or on shutdown)."""

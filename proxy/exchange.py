@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from proxy.adapt import Translation
+    from proxy.cache import CacheEntry, Outcome, Plan
     from proxy.config import Route
     from proxy.downstream import DownstreamProtocol
     from proxy.errors import GatewayError
@@ -31,14 +32,17 @@ class Exchange:
         # request, from the downstream parser
         "gateway", "downstream", "method", "url", "keep_alive", "forward_headers", "body_parts", "body_size", "body",
         "content_length", "header_bytes", "header_count", "host_count", "expect_continue",
-        "cache_control", "anthropic_version", "error",
+        "cache_control", "cache_ttl", "anthropic_version", "anthropic_beta", "tenant", "error",
         # request, after parsing the body
         "api", "payload", "model", "stream", "endpoint",
         # routing and upstream
         "model_id", "route", "attempts", "attempts_left", "deadline", "tried", "outcomes", "upstream", "t_attempt",
         "hedge_after_s", "hedge_timer", "hedge", "hedge_route", "t_hedge",
+        # cache
+        "cache_outcome", "cache_key", "cache_plan", "cache_entry", "capture", "capture_size", "capture_chunked",
+        "followers", "leader", "follows_live",
         # response
-        "status", "head_sent", "close_delimited", "first_body", "tail", "tail_prev", "translation", "chunked_out", "close_after", "done", "aborted",
+        "clean", "status", "head_sent", "close_delimited", "first_body", "tail", "tail_prev", "translation", "chunked_out", "close_after", "done", "aborted",
         # timing
         "t_start", "t_sent", "t_waited", "t_upstream", "t_relayed", "t_end",
     )  # fmt: skip
@@ -59,7 +63,10 @@ class Exchange:
         self.host_count = 0
         self.expect_continue = False
         self.cache_control = b""
+        self.cache_ttl = b""
         self.anthropic_version = b""
+        self.anthropic_beta = b""
+        self.tenant = b""  # the gateway key's name, when keys are configured: part of the cache key
         self.error: GatewayError | None = None
 
         self.api = 0  # adapt.OPENAI or adapt.ANTHROPIC: the client's API, for errors and framing
@@ -83,6 +90,18 @@ class Exchange:
         self.hedge_route: Route | None = None
         self.t_hedge = 0.0
 
+        self.cache_outcome: Outcome | None = None  # None: not a cacheable endpoint
+        self.cache_key: bytes | None = None
+        self.cache_plan: Plan | None = None
+        self.cache_entry: CacheEntry | None = None
+        self.capture: list[bytes] | None = None  # the answer's payload, kept to be stored
+        self.capture_size = 0
+        self.capture_chunked = False
+        self.followers: list[Exchange] | None = None  # a cache leader's coalesced followers
+        self.leader: Exchange | None = None  # a follower's leader
+        self.follows_live = False
+
+        self.clean = False  # the upstream response completed normally
         self.status = 0
         self.head_sent = False
         self.close_delimited = False

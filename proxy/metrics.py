@@ -86,7 +86,7 @@ class RequestCounters:
     `llm_edge_requests_total{route,model,provider,code}`.
     """
 
-    __slots__ = ("routes", "counts")
+    __slots__ = ("counts", "routes")
 
     def __init__(self, route_count: int) -> None:
         self.routes = route_count
@@ -97,7 +97,8 @@ class RequestCounters:
 
     def record(self, route_id: int, status: int) -> None:
         """Count one finished request (hot path)."""
-        # Flat list + one index expression: 62 ns vs 80 ns for rows[route][slot] (python -m timeit, 3.11).
+        # One flat list rather than a list per route: the same speed (43 vs 42 ns inline, timeit,
+        # CPython 3.11), but one object to snapshot, or to move to shared memory for several workers.
         self.counts[(route_id + 1) * _NSLOT + STATUS_SLOT[status]] += 1
 
     def samples(self) -> list[tuple[int, str, int]]:
@@ -175,7 +176,7 @@ def format_value(value: float) -> str:
 class _Text:
     """Accumulates families; a family with no samples writes nothing (not even HELP/TYPE)."""
 
-    __slots__ = ("parts", "const")
+    __slots__ = ("const", "parts")
 
     def __init__(self, const: Labels) -> None:
         self.parts: list[str] = []
@@ -191,10 +192,8 @@ class _Text:
         self.family(name, kind, help_, (("", labels, value) for labels, value in rows))
 
     def histogram(
-        self, name: str, help_: str, hist: HistogramLike | None, bounds_us: tuple[int, ...], labels: Labels = ()
+        self, name: str, help_: str, hist: HistogramLike, bounds_us: tuple[int, ...], labels: Labels = ()
     ) -> None:
-        if hist is None:
-            return
         samples: list[tuple[str, Labels, float]] = [
             ("_bucket", (*labels, ("le", _le(bound))), n)
             for bound, n in zip(bounds_us, cumulative_buckets(hist, bounds_us))
@@ -220,7 +219,8 @@ class _Text:
 _CACHE_FAMILIES = {
     "hits": ("llm_edge_cache_hits_total", "counter", "Cache lookups answered from the cache."),
     "misses": ("llm_edge_cache_misses_total", "counter", "Cache lookups that found nothing usable."),
-    "coalesced": ("llm_edge_cache_coalesced_total", "counter", "Requests that waited for an identical in-flight request instead of going upstream."),  # noqa: E501
+    "coalesced": ("llm_edge_cache_coalesced_total", "counter",
+                  "Requests that waited for an identical in-flight request instead of going upstream."),
     "evictions": ("llm_edge_cache_evictions_total", "counter", "Entries evicted to make room."),
     "expirations": ("llm_edge_cache_expirations_total", "counter", "Entries removed because they expired."),
     "rejections": ("llm_edge_cache_rejections_total", "counter", "Responses not stored (too large or not admitted)."),
@@ -228,9 +228,16 @@ _CACHE_FAMILIES = {
     "bytes": ("llm_edge_cache_size_bytes", "gauge", "Bytes held in the cache."),
     "max_entries": ("llm_edge_cache_max_entries", "gauge", "Configured maximum number of cache entries."),
     "max_bytes": ("llm_edge_cache_max_bytes", "gauge", "Configured maximum size of the cache in bytes."),
+    "stored": ("llm_edge_cache_stores_total", "counter", "Responses stored in the cache."),
+    "in_flight_keys": ("llm_edge_cache_in_flight_keys", "gauge",
+                       "Cache keys with a request in flight that others may wait for."),
+    "l2_hits": ("llm_edge_cache_l2_hits_total", "counter", "Lookups answered by the shared (Redis) tier."),
+    "l2_misses": ("llm_edge_cache_l2_misses_total", "counter", "Lookups the shared (Redis) tier did not answer."),
+    "l2_errors": ("llm_edge_cache_l2_errors_total", "counter", "Failed or timed-out calls to the shared (Redis) tier."),
 }  # fmt: skip
 
 _BREAKER_STATES = ("closed", "open", "half-open")
+_DIRECTIONS = (("input", "tokens_in"), ("output", "tokens_out"))
 
 
 class KeysLike(Protocol):
@@ -283,8 +290,9 @@ def render(
                  provider id, `in_tokens`...). Also labels `requests` by route.
     pools:       `{"provider": name, "open": n, "idle": n, "opened_total": n}` per provider,
                  as /stats builds them.
-    cache:       the cache's `counters()` (hits, misses, coalesced, evictions, expirations,
-                 rejections, entries, bytes, max_entries, max_bytes; other keys ignored).
+    cache:       the cache's counters (`caching.Cache.snapshot()`: hits, misses, coalesced,
+                 evictions, expirations, rejections, entries, bytes, stored, in_flight_keys,
+                 l2_hits, l2_misses, l2_errors, max_entries, max_bytes; other keys ignored).
     keys:        the `auth.Keys` (per-key counters; `now` is passed to its snapshot).
     access_log:  the `accesslog.AccessLog` (lines written, dropped, write errors).
     uptime_s:    seconds since start.
@@ -397,7 +405,7 @@ def _render_routes(out: _Text, routes: Sequence[Mapping[str, Any]], route_labels
                column("consecutive_failures"))  # fmt: skip
     out.simple("llm_edge_route_blocked_seconds", "gauge", "Seconds until the route may be tried again "
                "(Retry-After or an open breaker).", column("blocked_for_s"))  # fmt: skip
-    breaker = []
+    breaker: list[tuple[Labels, float]] = []
     for labels, row in rows:
         state = row.get("breaker")
         if state is not None:
@@ -432,11 +440,12 @@ def _render_keys(out: _Text, keys: KeysLike, now: float) -> None:
                 for labels, row in named for reason in ("rpm", "tpm", "budget")])  # fmt: skip
     out.simple("llm_edge_key_tokens_total", "counter", "Tokens charged to the gateway key, by direction.",
                [(labels + (("direction", d),), row[field])
-                for labels, row in named for d, field in (("input", "tokens_in"), ("output", "tokens_out"))])  # fmt: skip
+                for labels, row in named for d, field in _DIRECTIONS])  # fmt: skip
     out.simple("llm_edge_key_spend_usd_total", "counter", "Spend charged to the gateway key, in USD.",
                [(labels, row["spent_nusd"] / 1e9) for labels, row in named])  # fmt: skip
     out.simple("llm_edge_key_in_flight", "gauge", "Requests admitted for the key and not yet charged.",
                [(labels, row["in_flight"]) for labels, row in named])  # fmt: skip
     out.simple("llm_edge_key_budget_remaining_usd", "gauge", "Budget left to the gateway key on this worker, "
                "in USD (keys with a budget only).",
-               [(labels, row["remaining_nusd"] / 1e9) for labels, row in named if row["remaining_nusd"] >= 0])  # fmt: skip
+               [(labels, row["remaining_nusd"] / 1e9)
+                for labels, row in named if row["remaining_nusd"] >= 0])  # fmt: skip

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from proxy import adapt, admin, errors
+from proxy import adapt, admin, caching, errors
 from proxy.adapt import ANTHROPIC, OPENAI
 from proxy.routing import Failure, failure_kind, is_route_failure, summarize_failures
 from proxy.wire import (
@@ -121,8 +121,13 @@ def embeddings(ex: Exchange) -> None:
 
 def forward_to_model(ex: Exchange) -> None:
     resolve_model(ex)
-    if lookup_cache(ex):
+    if caching.lookup(ex, proceed):  # answered from memory, or parked behind an identical request
         return
+    proceed(ex)
+
+
+def proceed(ex: Exchange) -> None:
+    """Go upstream: the first attempt on the router's best route."""
     if not attempt(ex):
         no_route_left(ex)
 
@@ -177,14 +182,6 @@ def resolve_model(ex: Exchange) -> None:
     ex.attempts_left = router_settings.max_attempts
     ex.deadline = ex.gateway.loop.time() + router_settings.attempt_deadline_s
     ex.hedge_after_s = router_settings.hedge_after_ms / 1000.0
-
-
-# lookup_cache: the response cache plugs in here
-
-
-def lookup_cache(ex: Exchange) -> bool:
-    """Answer from the cache if possible; True when the exchange has been answered."""
-    return False
 
 
 # attempt / send: the upstream request
@@ -275,11 +272,13 @@ def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: by
     if ex.close_delimited:
         ours += CONNECTION_CLOSE if ex.keep_alive else b""
         ex.close_after = True
-    if head.startswith(b"HTTP/1.1 "):
-        line_end = head.find(b"\r\n") + 2
-        out = head[:line_end] + ours + head[line_end:] + rest
-    else:  # an HTTP/1.0 provider: our hop is 1.1
-        out = STATUS_LINE[status] + ours + head[head.find(b"\r\n") + 2 :] + rest
+    if not head.startswith(b"HTTP/1.1 "):  # an HTTP/1.0 provider: our hop is 1.1
+        head = STATUS_LINE[status] + head[head.find(b"\r\n") + 2 :]
+    line_end = head.find(b"\r\n") + 2
+    out = head[:line_end] + ours + head[line_end:] + rest
+    if ex.followers is not None:  # a cache leader: live followers get the same bytes
+        ex.capture_chunked = not ex.close_delimited and lower.find(b"\r\ncontent-length:") < 0
+        caching.on_leader_head(ex, head, line_end, rest)
     ex.tail = ex.first_body = rest
     ex.head_sent = True
     ex.downstream.write(out)  # head and first body bytes in one write: one syscall, not two
@@ -293,6 +292,8 @@ def on_decoded_head(ex: Exchange, conn: UpstreamProtocol) -> None:
     translation = conn.translation
     assert translation is not None
     ex.translation = translation
+    if ex.followers:
+        caching.stop_live_following(ex)
     if conn.retry_after:
         translation.extra = b"retry-after: %d\r\n" % max(1, round(conn.retry_after))
     translation.head(conn.status, _our_headers(ex))
@@ -329,6 +330,8 @@ def _our_headers(ex: Exchange) -> bytes:
     route = ex.route
     assert route is not None
     ours = gateway.provider_headers[route.provider.id] + gateway.attempt_headers[min(ex.attempts, 9)]
+    if ex.cache_outcome is not None:
+        ours += caching.X_CACHE[ex.cache_outcome]
     if not ex.keep_alive:
         ours += CONNECTION_CLOSE
         ex.close_after = True
@@ -340,6 +343,8 @@ def on_upstream_data(ex: Exchange, data: bytes) -> None:
     ex.tail_prev = ex.tail  # usage is read from the tail when the response ends
     ex.tail = data
     ex.downstream.write(data)
+    if ex.followers is not None:
+        caching.on_leader_data(ex, data)
 
 
 def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> None:
@@ -360,6 +365,7 @@ def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> No
         ex.head_sent = True
         if not ex.t_relayed:
             ex.t_relayed = perf_counter()
+    ex.clean = True
     now = gateway.loop.time()
     if ex.status < 400:
         tokens_in, tokens_out = (
@@ -520,6 +526,10 @@ def fail(ex: Exchange, exc: errors.GatewayError) -> None:
 def abort(ex: Exchange) -> None:
     """The client went away: drop every upstream connection (never pooled) and finish."""
     ex.aborted = True
+    if ex.leader is not None:
+        caching.drop_follower(ex)
+    elif ex.upstream is not None and any(f.follows_live for f in ex.followers or ()):
+        return  # live followers still read this answer: it carries on, and finishes when it ends
     router = ex.gateway.router
     if ex.hedge_timer is not None:
         ex.hedge_timer.cancel()
@@ -582,6 +592,8 @@ def finish(ex: Exchange) -> None:
         ex.hedge_timer = None
     ex.gateway.stats.record(ex)
     ex.downstream.exchange_done(ex)
+    if ex.followers is not None:  # a cache leader: store its answer, then its followers get theirs
+        caching.on_leader_finished(ex)
 
 
 def _admin(build: Callable[[Gateway], bytes]) -> Callable[[Exchange], None]:

@@ -15,6 +15,7 @@ import time
 from email.utils import formatdate
 
 from proxy import admin
+from proxy.caching import Cache
 from proxy.config import Settings
 from proxy.downstream import DownstreamProtocol, header_actions
 from proxy.pool import Pool
@@ -32,6 +33,7 @@ class Gateway:
         self.loop = loop
         self.pools = [Pool(provider, loop) for provider in settings.providers]
         self.stats = Stats()
+        self.cache = Cache(settings.cache, settings.cache_modes, loop) if settings.cache.enabled else None
         self.router = Router(settings.model_specs, [p.max_in_flight for p in settings.providers]) if settings.model_specs else None
         self.connections: set[DownstreamProtocol] = set()
         self.created = int(time.time())
@@ -78,6 +80,8 @@ class Gateway:
             conn.close()
         for pool in self.pools:
             pool.close()
+        if self.cache is not None and self.cache.l2 is not None:
+            await self.cache.l2.close()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         await asyncio.sleep(0)
@@ -90,6 +94,8 @@ class Gateway:
             pool.sweep(loop_now)
         if self.router is not None:
             self.router.tick(loop_now)
+        if self.cache is not None:
+            self.cache.store.sweep(loop_now)
         # Fire just after the next whole second, so the date header changes on time.
         self._tick_handle = self.loop.call_later(1.0 - (now % 1.0) + 0.001, self._tick)
 

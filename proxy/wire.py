@@ -49,6 +49,20 @@ def strip_hop_by_hop(head: bytes, lower: bytes) -> bytes:
     return head
 
 
+def dechunk(data: bytes) -> bytes:
+    """The payload of a complete chunked body (chunk extensions and trailers dropped)."""
+    out = []
+    at = 0
+    while True:
+        line_end = data.index(b"\r\n", at)
+        size = int(data[at:line_end].split(b";", 1)[0], 16)
+        if size == 0:
+            return b"".join(out)
+        start = line_end + 2
+        out.append(data[start : start + size])
+        at = start + size + 2
+
+
 def chunk(data: bytes) -> bytes:
     """One HTTP/1.1 chunk holding `data` (which must not be empty)."""
     return b"%x\r\n%b\r\n" % (len(data), data)

@@ -216,7 +216,7 @@ class ModelSpec:
             if not isinstance(item, Mapping):
                 raise ConfigError(f"{where}.routes[{i}]: must be a table")
             routes.append(RouteSpec.from_table(item, f"{where}.routes[{i}]", providers))
-        settings = RouterSettings.from_table(table, where, base, ignore=("name", "routes"))
+        settings = RouterSettings.from_table(table, where, base, ignore=("name", "routes", "cache"))
         if settings.strategy == "weighted" and not any(r.weight for r in routes):
             raise ConfigError(f"{where}.routes: weighted strategy needs at least one route with weight > 0")
         return cls(name, tuple(routes), settings)
