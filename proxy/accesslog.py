@@ -201,9 +201,9 @@ class AccessLog:
 
         Returns the lines written. `wall_now` is `time.time()`, `mono_now` the monotonic
         clock of the rows' `t_end`, both read now: a row's wall time is `t_end + (wall_now -
-        mono_now)`. Formatting costs about 2.5 us per line (CPython 3.11), and blocks the
-        loop while it runs: at high request rates pass `max_lines` (e.g. 2000, ~5 ms) and,
-        while `pending` is not empty, call again with `loop.call_soon` so I/O runs between.
+        mono_now)`. Formatting costs 3-7 us per line (CPython 3.11, 2-core VM) and blocks
+        the loop while it runs: at high request rates pass `max_lines` (e.g. 1000, a few ms)
+        and, while `pending` is not empty, call again with `loop.call_soon` so I/O runs between.
         """
         rows = self.pending
         if not rows:

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from proxy import body, errors, translate
+from proxy import body, caching, errors, translate
+from proxy.limits import cost_header, cost_nusd
 from proxy.translate.error_bodies import anthropic_type_for_status
+from proxy.translate.sse import SSEParser
 from proxy.wire import CHUNKED, LAST_CHUNK, NO_BUFFERING, STATUS_LINE, chunk
 
 if TYPE_CHECKING:
@@ -30,7 +32,15 @@ OPENAI, ANTHROPIC = 0, 1  # API formats, for clients and providers alike
 MAX_TRANSLATED_BYTES = 64 * 1024 * 1024  # a JSON answer is buffered to be translated; bound it
 
 _SSE_TYPE = b"content-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
+_STREAM_HEAD = STATUS_LINE[200] + _SSE_TYPE + CHUNKED + NO_BUFFERING
 _JSON_TYPE = b"content-type: application/json\r\n"
+
+
+def _send(ex: Exchange, data: bytes) -> None:
+    if ex.followers:
+        caching.relay(ex, data)  # live cache followers get the same stream
+    else:
+        ex.downstream.write(data)
 
 
 def provider_api(provider: ProviderSettings) -> int:
@@ -50,6 +60,9 @@ def upstream_request(ex: Exchange, route: Route) -> tuple[str, bytes, Translatio
             raise errors.BadRequest(f"provider {provider.name!r} (anthropic) has no embeddings endpoint", param="model")
         return "/embeddings", _spliced(ex, route, upstream_model), None
     if api == ex.api:
+        if api == OPENAI and ex.stream and not translate.client_wants_usage(payload):
+            # Ask for usage so spend is known, and take the extra chunk out before the client sees it.
+            return "/chat/completions", _with_usage(ex, route, upstream_model), UsageOnly(ex)
         return ("/messages" if api == ANTHROPIC else "/chat/completions"), _spliced(ex, route, upstream_model), None
     if api == ANTHROPIC:
         translated = translate.openai_to_anthropic_request(
@@ -59,6 +72,18 @@ def upstream_request(ex: Exchange, route: Route) -> tuple[str, bytes, Translatio
         return "/messages", orjson.dumps(translated), Translation(ex, OPENAI, upstream_model)
     translated = translate.anthropic_to_openai_request(payload, model=upstream_model, for_local=provider.kind == "local")
     return "/chat/completions", orjson.dumps(translated), Translation(ex, ANTHROPIC, upstream_model)
+
+
+def _with_usage(ex: Exchange, route: Route, upstream_model: str) -> bytes:
+    spliced = _spliced(ex, route, upstream_model)
+    assert ex.payload is not None
+    if "stream_options" not in ex.payload and spliced[:1] == b"{":
+        return b'{"stream_options":{"include_usage":true},' + spliced[1:]  # no re-encoding
+    payload = dict(ex.payload)
+    payload["model"] = upstream_model
+    options = payload.get("stream_options")
+    payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return orjson.dumps(payload)
 
 
 def _spliced(ex: Exchange, route: Route, upstream_model: str) -> bytes:
@@ -84,20 +109,21 @@ class Translation:
         self.tokens_in = 0
         self.tokens_out = 0
 
-    def head(self, status: int, ours: bytes) -> None:
-        """The upstream head was accepted: start the client's response if it streams."""
+    def head(self, status: int, ours: bytes) -> bool:
+        """The upstream head was accepted: start the client's response if it streams (True then)."""
         ex = self.ex
         self.status = status
         if status != 200 or not ex.stream:
-            return  # buffered: written whole by `done`
+            return False  # buffered: written whole by `done`
         assert ex.payload is not None
         if self.client_api == OPENAI:
             wants_usage = translate.client_wants_usage(ex.payload)
             self.stream = translate.AnthropicToOpenAIStream(self.model, include_usage=wants_usage)
         else:
             self.stream = translate.OpenAIToAnthropicStream(self.model, input_tokens=len(ex.body) // 4)
-        ex.downstream.write(STATUS_LINE[200] + _SSE_TYPE + CHUNKED + NO_BUFFERING + ours + b"\r\n")
+        caching.relay_head(ex, _STREAM_HEAD, ours)
         ex.chunked_out = True
+        return True
 
     def body(self, data: bytes) -> None:
         """One decoded piece of the upstream body."""
@@ -105,7 +131,7 @@ class Translation:
         if stream is not None:
             out = stream.feed(data)
             if out:
-                self.ex.downstream.write(chunk(out))
+                _send(self.ex, chunk(out))
                 if self.ex.capture is not None:
                     self.ex.capture.append(out)  # the client-format stream, for the cache
             return
@@ -120,7 +146,7 @@ class Translation:
         stream = self.stream
         if stream is not None:
             out = stream.close()  # b"" after a clean end; an error frame if the upstream cut it short
-            ex.downstream.write((chunk(out) if out else b"") + LAST_CHUNK)
+            _send(ex, (chunk(out) if out else b"") + LAST_CHUNK)
             self.tokens_in, self.tokens_out = stream.input_tokens, stream.output_tokens
             if stream.errored:
                 ex.close_after = True
@@ -136,11 +162,12 @@ class Translation:
             out_body = self._translate_answer(raw)
             if ex.capture is not None:
                 ex.capture.append(out_body)
-        keep = b"" if ex.keep_alive else b"connection: close\r\n"
+            route = ex.route
+            assert route is not None
+            ours += cost_header(cost_nusd(self.tokens_in, self.tokens_out, route.input_per_mtok, route.output_per_mtok))
         ex.downstream.write(
-            STATUS_LINE[status] + _JSON_TYPE + b"content-length: %d\r\n" % len(out_body) + ours + keep + b"\r\n"
-            + out_body
-        )  # fmt: skip
+            STATUS_LINE[status] + _JSON_TYPE + b"content-length: %d\r\n" % len(out_body) + ours + b"\r\n" + out_body
+        )
 
     def _translate_answer(self, raw: bytes) -> bytes:
         try:
@@ -158,6 +185,63 @@ class Translation:
     def error_event(self, message: str, type_: str) -> bytes:
         """The client format's mid-stream error frame (b"" if the stream already ended)."""
         return self.stream.error(message, type_) if self.stream is not None else b""
+
+    @property
+    def streaming(self) -> bool:
+        """True once the client's streamed response has started."""
+        return self.ex.chunked_out
+
+
+class UsageOnly(Translation):
+    """An OpenAI stream relayed to an OpenAI client as it is, but for the usage chunk the gateway
+    asked for: its tokens are counted, and the chunk is dropped before the client sees it."""
+
+    __slots__ = ("parser", "events")
+
+    def __init__(self, ex: Exchange) -> None:
+        super().__init__(ex, OPENAI, ex.model)
+        self.parser = SSEParser()
+
+    def head(self, status: int, ours: bytes) -> bool:
+        self.status = status
+        if status != 200:
+            return False  # an error answer: relayed whole by `done`
+        caching.relay_head(self.ex, _STREAM_HEAD, ours)
+        self.ex.chunked_out = True
+        return True
+
+    def body(self, data: bytes) -> None:
+        if self.status != 200:
+            super().body(data)
+            return
+        ex = self.ex
+        if ex.capture is not None:
+            ex.capture.append(data)  # the whole stream, usage included, is what the cache keeps
+        if self.parser.idle and data.endswith(b"\n\n") and b'"choices":[]' not in data:
+            _send(ex, chunk(data))  # whole events, none of them the usage chunk: no parsing
+            return
+        kept = []
+        for _name, payload in self.parser.feed(data):
+            if payload.startswith(b"{") and b'"choices":[]' in payload:
+                usage = orjson.loads(payload).get("usage") or {}
+                self.tokens_in = int(usage.get("prompt_tokens") or 0)
+                self.tokens_out = int(usage.get("completion_tokens") or 0)
+                continue
+            kept.append(b"data: " + payload + b"\n\n")
+        if kept:
+            _send(ex, chunk(b"".join(kept)))
+
+    def done(self, ours: bytes) -> None:
+        if self.status != 200:
+            raw = b"".join(self.parts)
+            self.ex.downstream.write(
+                STATUS_LINE[self.status] + _JSON_TYPE + b"content-length: %d\r\n" % len(raw) + ours + b"\r\n" + raw
+            )
+            return
+        _send(self.ex, LAST_CHUNK)
+
+    def error_event(self, message: str, type_: str) -> bytes:
+        return b"data: " + orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": None}}) + b"\n\n"
 
 
 def anthropic_error_body(status: int, message: str) -> bytes:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from proxy.adapt import anthropic_models_body
+from proxy.metrics import CONTENT_TYPE, render
 from proxy.wire import error_response, json_response
 
 if TYPE_CHECKING:
@@ -32,11 +33,27 @@ def stats(gateway: Gateway) -> bytes:
     snapshot["routes"] = routes(gateway)
     if gateway.cache is not None:
         snapshot["cache"] = gateway.cache.snapshot()
-    snapshot["pools"] = [
+    snapshot["pools"] = pools(gateway)
+    return json_response(200, orjson.dumps(snapshot), date=gateway.date_header)
+
+
+def metrics(gateway: Gateway) -> bytes:
+    """Prometheus text exposition, built now from the same counters `/stats` reads."""
+    body = render(
+        stats=gateway.stats, requests=gateway.requests, routes=routes(gateway), pools=pools(gateway),
+        cache=gateway.cache.snapshot() if gateway.cache is not None else None, keys=gateway.keys,
+        access_log=gateway.access_log, now=gateway.loop.time(), uptime_s=time.monotonic() - gateway.started_at,
+    )  # fmt: skip
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: " + CONTENT_TYPE.encode() + b"\r\ncontent-length: %d\r\n" % len(body)
+    return head + gateway.date_header + b"\r\n" + body
+
+
+def pools(gateway: Gateway) -> list[dict[str, object]]:
+    """Connections per provider."""
+    return [
         {"provider": pool.provider.name, "open": pool.open, "idle": pool.idle_count, "opened_total": pool.opened_total}
         for pool in gateway.pools
     ]
-    return json_response(200, orjson.dumps(snapshot), date=gateway.date_header)
 
 
 def routes(gateway: Gateway) -> list[dict[str, object]]:

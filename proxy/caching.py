@@ -37,8 +37,12 @@ log = logging.getLogger("llm_edge.cache")
 X_CACHE = {outcome: b"x-cache: " + outcome.value + b"\r\n" for outcome in Outcome}
 X_CACHE_HIT = X_CACHE[Outcome.HIT]
 FORMATS = {"/chat/completions": OPENAI_CHAT, "/messages": ANTHROPIC_MESSAGES, "/embeddings": OPENAI_EMBEDDINGS}
-_HIT_JSON = STATUS_LINE[200] + b"content-type: application/json\r\n" + X_CACHE_HIT
-_HIT_SSE = STATUS_LINE[200] + b"content-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n" + X_CACHE_HIT
+_FREE = b"x-llm-edge-cost: 0.000000\r\n"  # an answer from memory costs nothing upstream
+_HIT_JSON = STATUS_LINE[200] + b"content-type: application/json\r\n" + X_CACHE_HIT + _FREE
+_HIT_SSE = (
+    STATUS_LINE[200] + b"content-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n" + X_CACHE_HIT
+    + _FREE
+)  # fmt: skip
 
 
 class Cache:
@@ -243,6 +247,26 @@ def drop_follower(ex: Exchange) -> None:
     leader = ex.leader
     if leader is not None and leader.followers is not None and ex in leader.followers:
         leader.followers.remove(ex)
+
+
+def relay_head(ex: Exchange, head: bytes, ours: bytes) -> None:
+    """A rebuilt stream starts (translated, or usage stripped): the leader and its live followers get it."""
+    ex.downstream.write(head + ours + CRLF)
+    for follower in ex.followers or ():
+        if follower.follows_live and not follower.done:
+            extra = b"" if follower.keep_alive else CONNECTION_CLOSE
+            follower.downstream.write(head + X_CACHE_HIT + extra + CRLF)
+            follower.head_sent = True
+            follower.status = 200
+            follower.close_after = not follower.keep_alive
+
+
+def relay(ex: Exchange, data: bytes) -> None:
+    """A piece of a rebuilt stream, to the leader and its live followers."""
+    ex.downstream.write(data)
+    for follower in ex.followers or ():
+        if follower.follows_live and not follower.done:
+            follower.downstream.write(data)
 
 
 def stop_live_following(ex: Exchange) -> None:

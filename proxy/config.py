@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from proxy.accesslog import AccessLogSettings
+from proxy.auth import AuthSettings
 from proxy.cache import CacheSettings
 from proxy.cache.policy import parse_mode
 from proxy.errors import ConfigError
@@ -48,6 +50,7 @@ class ServerSettings:
     body_timeout_s: float = 60.0
     keepalive_timeout_s: float = 75.0
     max_pipelined: int = 16
+    shutdown_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests (streams too) may finish
     forward_headers: tuple[bytes, ...] = (b"openai-organization", b"openai-project", b"openai-beta", b"anthropic-beta")
 
 
@@ -122,6 +125,8 @@ class Settings:
     router: RouterSettings  # the [router] table: defaults for every model
     model_specs: tuple[ModelSpec, ...]  # what the router is built from, by model id
     cache: CacheSettings = CacheSettings()
+    auth: AuthSettings = AuthSettings()
+    log: AccessLogSettings = AccessLogSettings()
     source: str = "<defaults>"
 
     @property
@@ -165,10 +170,12 @@ def _env_only_table(env: dict[str, str]) -> dict[str, Any]:
 
 def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table>") -> Settings:
     """Validate a parsed TOML document and build the frozen settings."""
-    _check_keys(table, {"server", "router", "cache", "providers", "models"}, "")
+    _check_keys(table, {"server", "router", "cache", "auth", "log", "providers", "models"}, "")
     server = _server(_table(table, "server", ""))
     router = RouterSettings.from_table(_table(table, "router", ""), "router")
     cache = CacheSettings.from_table(_table(table, "cache", ""))
+    auth = AuthSettings.from_table(_table(table, "auth", ""), env)
+    log = AccessLogSettings.from_table(_table(table, "log", ""))
     providers = tuple(_provider(i, p, env) for i, p in enumerate(_array_of_tables(table, "providers", "")))
     names = [p.name for p in providers]
     for name in names:
@@ -201,7 +208,7 @@ def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table
         routes.append(route)
         specs.append(spec)
         direct[p.name] = route
-    return Settings(server, providers, models, tuple(routes), direct, router, tuple(specs), cache, source)
+    return Settings(server, providers, models, tuple(routes), direct, router, tuple(specs), cache, auth, log, source)
 
 
 def _server(t: dict[str, Any]) -> ServerSettings:
@@ -220,6 +227,7 @@ def _server(t: dict[str, Any]) -> ServerSettings:
         body_timeout_s=_seconds(t, "body_timeout_s", where, defaults.body_timeout_s),
         keepalive_timeout_s=_seconds(t, "keepalive_timeout_s", where, defaults.keepalive_timeout_s),
         max_pipelined=_int(t, "max_pipelined", where, defaults.max_pipelined),
+        shutdown_timeout_s=_seconds(t, "shutdown_timeout_s", where, defaults.shutdown_timeout_s),
         forward_headers=_header_names(t, "forward_headers", where, defaults.forward_headers),
     )
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from proxy import errors, pipeline
+from proxy.auth import presented_key
 from proxy.exchange import Exchange
 from proxy.wire import CONTINUE_100
 
@@ -38,7 +39,10 @@ INF = float("inf")
 _IDLE, _HEAD, _BODY = 0, 1, 2
 
 # What to do with a request header, by lowercased name (see `header_actions`).
-FORWARD, CONTENT_LENGTH, HOST, EXPECT, CONNECTION, CACHE_CONTROL, ANTHROPIC_VERSION, ANTHROPIC_BETA, CACHE_TTL = range(9)
+(
+    FORWARD, CONTENT_LENGTH, HOST, EXPECT, CONNECTION, CACHE_CONTROL, ANTHROPIC_VERSION, ANTHROPIC_BETA, CACHE_TTL,
+    CLIENT_KEY,
+) = range(10)
 
 
 
@@ -58,6 +62,8 @@ def header_actions(forwarded: tuple[bytes, ...]) -> dict[bytes, int]:
             b"cache-control": CACHE_CONTROL,
             b"anthropic-version": ANTHROPIC_VERSION,
             b"x-llm-edge-cache-ttl": CACHE_TTL,
+            b"authorization": CLIENT_KEY,  # the gateway key, either way the SDKs send it; never forwarded
+            b"x-api-key": CLIENT_KEY,
         }
     )
     return actions
@@ -219,6 +225,10 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.forward_headers.append(b"%b: %b\r\n" % (name, value))
         elif action == CACHE_TTL:
             ex.cache_ttl = value
+        elif action == CLIENT_KEY:
+            key = presented_key(name.lower(), value)
+            if key and (not ex.client_key or name.lower() == b"x-api-key"):  # x-api-key wins, as Anthropic's SDK means it
+                ex.client_key = key
 
     def on_headers_complete(self) -> None:
         ex = self.reading

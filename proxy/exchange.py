@@ -32,7 +32,8 @@ class Exchange:
         # request, from the downstream parser
         "gateway", "downstream", "method", "url", "keep_alive", "forward_headers", "body_parts", "body_size", "body",
         "content_length", "header_bytes", "header_count", "host_count", "expect_continue",
-        "cache_control", "cache_ttl", "anthropic_version", "anthropic_beta", "tenant", "error",
+        "cache_control", "cache_ttl", "anthropic_version", "anthropic_beta", "client_key", "key_index", "tenant",
+        "reserved_tokens", "error",
         # request, after parsing the body
         "api", "payload", "model", "stream", "endpoint",
         # routing and upstream
@@ -42,7 +43,7 @@ class Exchange:
         "cache_outcome", "cache_key", "cache_plan", "cache_entry", "capture", "capture_size", "capture_chunked",
         "followers", "leader", "follows_live",
         # response
-        "clean", "status", "head_sent", "close_delimited", "first_body", "tail", "tail_prev", "translation", "chunked_out", "close_after", "done", "aborted",
+        "clean", "status", "tokens_in", "tokens_out", "cost_nusd", "head_sent", "close_delimited", "first_body", "tail", "tail_prev", "translation", "chunked_out", "close_after", "done", "aborted",
         # timing
         "t_start", "t_sent", "t_waited", "t_upstream", "t_relayed", "t_end",
     )  # fmt: skip
@@ -66,7 +67,10 @@ class Exchange:
         self.cache_ttl = b""
         self.anthropic_version = b""
         self.anthropic_beta = b""
-        self.tenant = b""  # the gateway key's name, when keys are configured: part of the cache key
+        self.client_key = b""  # the gateway key the client presented (never forwarded, never logged)
+        self.key_index = -1  # which configured gateway key it is
+        self.tenant = b""  # that key's name: part of the cache key
+        self.reserved_tokens = 0  # what admission reserved against the key's tokens-per-minute
         self.error: GatewayError | None = None
 
         self.api = 0  # adapt.OPENAI or adapt.ANTHROPIC: the client's API, for errors and framing
@@ -102,6 +106,9 @@ class Exchange:
         self.follows_live = False
 
         self.clean = False  # the upstream response completed normally
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.cost_nusd = 0  # usage × the route's prices, in nano-dollars
         self.status = 0
         self.head_sent = False
         self.close_delimited = False

@@ -32,7 +32,9 @@ import orjson
 
 from proxy import adapt, admin, caching, errors
 from proxy.adapt import ANTHROPIC, OPENAI
+from proxy.limits import cost_header, cost_nusd
 from proxy.routing import Failure, failure_kind, is_route_failure, summarize_failures
+from proxy.stats import scan_usage
 from proxy.wire import (
     CONNECTION_CLOSE,
     CRLF,
@@ -75,9 +77,11 @@ def handle(ex: Exchange) -> None:
                 reply(ex, admin.model(ex.gateway, path[11:].decode("utf-8", "replace")))
                 return
             raise errors.NotFound(f"unknown path {path.decode('latin-1')[:200]!r}")
-        method, handler = entry
+        method, handler, ex.api, guarded = entry
         if ex.method != method and not (method == b"GET" and ex.method == b"HEAD"):
             raise errors.MethodNotAllowed(f"{ex.method.decode('latin-1')} is not allowed here; use {method.decode()}")
+        if guarded and ex.gateway.keys.required:
+            admit(ex)
         handler(ex)
     except errors.GatewayError as exc:
         reply_error(ex, exc)
@@ -86,9 +90,23 @@ def handle(ex: Exchange) -> None:
         reply_error(ex, errors.GatewayError("internal gateway error"))
 
 
+def admit(ex: Exchange) -> None:
+    """Gateway keys: who is asking, and are they within their limits? Before any upstream contact."""
+    keys = ex.gateway.keys
+    key = keys.authenticate(ex.client_key)
+    if key < 0:
+        raise keys.rejection(ex.client_key)
+    estimate = len(ex.body) // 4  # a rough token count of the prompt; settled against the real usage
+    allowed, wait, why = keys.admit(key, ex.gateway.loop.time(), estimate)
+    if not allowed:
+        raise keys.refusal(key, why, wait)
+    ex.key_index = key
+    ex.tenant = keys.tenants[key]
+    ex.reserved_tokens = estimate
+
+
 def chat_completions(ex: Exchange) -> None:
     """POST /v1/chat/completions (OpenAI's API): validate, then cache → route → upstream."""
-    ex.api = OPENAI
     payload = parse_request(ex)
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -99,7 +117,6 @@ def chat_completions(ex: Exchange) -> None:
 
 def messages(ex: Exchange) -> None:
     """POST /v1/messages (Anthropic's API): validate, then cache → route → upstream."""
-    ex.api = ANTHROPIC
     payload = parse_request(ex)
     if not isinstance(payload.get("messages"), list):
         raise errors.BadRequest("messages: Field required", param="messages")
@@ -269,6 +286,9 @@ def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: by
     ours = _our_headers(ex)
     if ex.stream:
         ours += NO_BUFFERING
+    elif conn.message_done and status < 400:  # the whole answer is here: its cost can go in the head
+        _account(ex, *scan_usage(rest))
+        ours += cost_header(ex.cost_nusd)
     if ex.close_delimited:
         ours += CONNECTION_CLOSE if ex.keep_alive else b""
         ex.close_after = True
@@ -292,14 +312,13 @@ def on_decoded_head(ex: Exchange, conn: UpstreamProtocol) -> None:
     translation = conn.translation
     assert translation is not None
     ex.translation = translation
-    if ex.followers:
-        caching.stop_live_following(ex)
     if conn.retry_after:
         translation.extra = b"retry-after: %d\r\n" % max(1, round(conn.retry_after))
-    translation.head(conn.status, _our_headers(ex))
-    if translation.stream is not None:
+    if translation.head(conn.status, _our_headers(ex)):
         ex.head_sent = True
         ex.t_relayed = perf_counter()
+    elif ex.followers:
+        caching.stop_live_following(ex)  # a buffered answer: followers are served from the stored entry
 
 
 def on_decoded_body(ex: Exchange, conn: UpstreamProtocol, data: bytes) -> None:
@@ -368,10 +387,11 @@ def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> No
     ex.clean = True
     now = gateway.loop.time()
     if ex.status < 400:
-        tokens_in, tokens_out = (
-            (translation.tokens_in, translation.tokens_out) if translation is not None else gateway.stats.usage(ex)
-        )
-        gateway.router.on_success(route.id, now - ex.t_attempt, tokens_in, tokens_out, now)
+        if translation is not None:
+            _account(ex, translation.tokens_in, translation.tokens_out)
+        elif not ex.cost_nusd and not ex.tokens_out:
+            _account(ex, *gateway.stats.usage(ex))
+        gateway.router.on_success(route.id, now - ex.t_attempt, ex.tokens_in, ex.tokens_out, now)
     elif is_route_failure(ex.status):
         pass  # already recorded when the head arrived
     else:
@@ -379,6 +399,15 @@ def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> No
     if reusable:
         conn.pool.release(conn)
     finish(ex)
+
+
+def _account(ex: Exchange, tokens_in: int, tokens_out: int) -> None:
+    """Usage and its cost at the answering route's prices (spend, the cost header, key budgets)."""
+    route = ex.route
+    assert route is not None
+    ex.tokens_in = tokens_in
+    ex.tokens_out = tokens_out
+    ex.cost_nusd = cost_nusd(tokens_in, tokens_out, route.input_per_mtok, route.output_per_mtok)
 
 
 def on_upstream_error(ex: Exchange, conn: UpstreamProtocol, exc: errors.UpstreamError) -> None:
@@ -590,10 +619,31 @@ def finish(ex: Exchange) -> None:
     if ex.hedge_timer is not None:
         ex.hedge_timer.cancel()
         ex.hedge_timer = None
-    ex.gateway.stats.record(ex)
+    gateway = ex.gateway
+    gateway.stats.record(ex)
+    route = ex.route
+    gateway.requests.record(route.id if route is not None else -1, ex.status)
+    if ex.key_index >= 0:  # settle the key's reservation against what was really used
+        gateway.keys.charge(ex.key_index, gateway.loop.time(), ex.tokens_in, ex.tokens_out, ex.cost_nusd,
+                            ex.reserved_tokens)  # fmt: skip
+    if gateway.access_log is not None:
+        gateway.access_log.append(_log_row(ex))
     ex.downstream.exchange_done(ex)
     if ex.followers is not None:  # a cache leader: store its answer, then its followers get theirs
         caching.on_leader_finished(ex)
+
+
+def _log_row(ex: Exchange) -> tuple[Any, ...]:
+    """The access log's row (see `accesslog.ROW`): names and numbers only, never keys or content."""
+    gateway = ex.gateway
+    gateway.request_ids += 1
+    route = ex.route
+    return (
+        ex.t_end, f"{gateway.request_id_prefix}{gateway.request_ids:x}", ex.endpoint or ex.url[:64].decode("latin-1"),
+        ex.model, route.provider.name if route is not None else "", route.id if route is not None else -1, ex.status,
+        ex.stream, ex.t_end - ex.t_start, ex.overhead(), (ex.t_relayed - ex.t_start) if ex.t_relayed else 0.0,
+        ex.tokens_in, ex.tokens_out, ex.cost_nusd, ex.cache_outcome, ex.attempts, gateway.keys.names[ex.key_index],
+    )  # fmt: skip
 
 
 def _admin(build: Callable[[Gateway], bytes]) -> Callable[[Exchange], None]:
@@ -608,11 +658,13 @@ def models(ex: Exchange) -> None:
     reply(ex, admin.models(ex.gateway, anthropic=bool(ex.anthropic_version)))
 
 
-ENDPOINTS: dict[bytes, tuple[bytes, Callable[[Exchange], None]]] = {
-    b"/v1/chat/completions": (b"POST", chat_completions),
-    b"/v1/messages": (b"POST", messages),
-    b"/v1/embeddings": (b"POST", embeddings),
-    b"/v1/models": (b"GET", models),
-    b"/healthz": (b"GET", _admin(admin.healthz)),
-    b"/stats": (b"GET", _admin(admin.stats)),
+# path: (method, handler, the client's API, whether a gateway key is required when keys are configured)
+ENDPOINTS: dict[bytes, tuple[bytes, Callable[[Exchange], None], int, bool]] = {
+    b"/v1/chat/completions": (b"POST", chat_completions, OPENAI, True),
+    b"/v1/messages": (b"POST", messages, ANTHROPIC, True),
+    b"/v1/embeddings": (b"POST", embeddings, OPENAI, True),
+    b"/v1/models": (b"GET", models, OPENAI, True),
+    b"/healthz": (b"GET", _admin(admin.healthz), OPENAI, False),
+    b"/stats": (b"GET", _admin(admin.stats), OPENAI, False),
+    b"/metrics": (b"GET", _admin(admin.metrics), OPENAI, False),
 }

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import time
 from email.utils import formatdate
 
 from proxy import admin
+from proxy.accesslog import AccessLog
+from proxy.auth import Keys
 from proxy.caching import Cache
+from proxy.metrics import RequestCounters
 from proxy.config import Settings
 from proxy.downstream import DownstreamProtocol, header_actions
 from proxy.pool import Pool
@@ -33,6 +37,11 @@ class Gateway:
         self.loop = loop
         self.pools = [Pool(provider, loop) for provider in settings.providers]
         self.stats = Stats()
+        self.requests = RequestCounters(len(settings.routes))
+        self.keys = Keys(settings.auth)
+        self.access_log = AccessLog(settings.log) if settings.log.enabled else None
+        self.request_ids = 0
+        self.request_id_prefix = f"req_{os.getpid():x}_"
         self.cache = Cache(settings.cache, settings.cache_modes, loop) if settings.cache.enabled else None
         self.router = Router(settings.model_specs, [p.max_in_flight for p in settings.providers]) if settings.model_specs else None
         self.connections: set[DownstreamProtocol] = set()
@@ -82,6 +91,8 @@ class Gateway:
             pool.close()
         if self.cache is not None and self.cache.l2 is not None:
             await self.cache.l2.close()
+        if self.access_log is not None:
+            self.access_log.flush(time.time(), time.perf_counter())
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         await asyncio.sleep(0)
@@ -96,8 +107,18 @@ class Gateway:
             self.router.tick(loop_now)
         if self.cache is not None:
             self.cache.store.sweep(loop_now)
+        self._flush_access_log()
         # Fire just after the next whole second, so the date header changes on time.
         self._tick_handle = self.loop.call_later(1.0 - (now % 1.0) + 0.001, self._tick)
+
+
+    def _flush_access_log(self) -> None:
+        log = self.access_log
+        if log is None or not log.pending:
+            return
+        log.flush(time.time(), time.perf_counter(), max_lines=1000)  # a few ms at most per turn of the loop
+        if log.pending:
+            self.loop.call_soon(self._flush_access_log)
 
 
 def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:

@@ -40,6 +40,11 @@ class SSEParser:
         self._event = b""
         self._data: list[bytes] = []
 
+    @property
+    def idle(self) -> bool:
+        """True between events: nothing of a line or an event is held back."""
+        return not self._partial and not self._data and not self._event and not self._skip_lf
+
     def feed(self, data: bytes) -> list[Event]:
         """Consume one upstream read; return the events it completes, in order."""
         if self._skip_lf:

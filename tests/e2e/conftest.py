@@ -12,6 +12,26 @@ from mocks.server import MockServer, start_mock
 from tests.harness import LoopThread, RunningGateway, start_gateway
 
 
+@pytest.fixture(autouse=True)
+def close_sdk_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every official-SDK client a test made, so their pooled sockets never outlive it."""
+    import anthropic
+    import openai
+
+    made: list[Any] = []
+    for cls in (openai.OpenAI, anthropic.Anthropic):
+        original = cls.__init__
+
+        def init(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
+            __original(self, *args, **kwargs)
+            made.append(self)
+
+        monkeypatch.setattr(cls, "__init__", init)
+    yield
+    for client in made:
+        client.close()
+
+
 @pytest.fixture(params=["uvloop", "asyncio"])
 def io(request: pytest.FixtureRequest) -> Iterator[LoopThread]:
     """An event loop in a background thread; the test fails if anything reached its exception handler."""
