@@ -16,6 +16,7 @@ from proxy.metrics import CONTENT_TYPE, render
 from proxy.wire import error_response, json_response
 
 if TYPE_CHECKING:
+    from proxy.config import Settings
     from proxy.server import Gateway
 
 
@@ -40,8 +41,8 @@ def stats(gateway: Gateway) -> bytes:
 def metrics(gateway: Gateway) -> bytes:
     """Prometheus text exposition, built now from the same counters `/stats` reads."""
     body = render(
-        stats=gateway.stats, requests=gateway.requests, routes=routes(gateway), pools=pools(gateway),
-        cache=gateway.cache.snapshot() if gateway.cache is not None else None, keys=gateway.keys,
+        stats=gateway.stats, requests=gateway.gen.requests, routes=routes(gateway), pools=pools(gateway),
+        cache=gateway.cache.snapshot() if gateway.cache is not None else None, keys=gateway.gen.keys,
         access_log=gateway.access_log, now=gateway.loop.time(), uptime_s=time.monotonic() - gateway.started_at,
     )  # fmt: skip
     head = b"HTTP/1.1 200 OK\r\ncontent-type: " + CONTENT_TYPE.encode() + b"\r\ncontent-length: %d\r\n" % len(body)
@@ -52,16 +53,16 @@ def pools(gateway: Gateway) -> list[dict[str, object]]:
     """Connections per provider."""
     return [
         {"provider": pool.provider.name, "open": pool.open, "idle": pool.idle_count, "opened_total": pool.opened_total}
-        for pool in gateway.pools
+        for pool in gateway.gen.pools
     ]
 
 
 def routes(gateway: Gateway) -> list[dict[str, object]]:
     """Per-route health and totals from the router, with names instead of ids."""
-    if gateway.router is None:
+    if gateway.gen.router is None:
         return []
-    rows = gateway.router.snapshot(gateway.loop.time())
-    for row, route in zip(rows, gateway.settings.routes):
+    rows = gateway.gen.router.snapshot(gateway.loop.time())
+    for row, route in zip(rows, gateway.gen.settings.routes):
         row["id"] = row.pop("route")
         row["provider"] = route.provider.name
         row["model"] = route.model
@@ -74,13 +75,13 @@ def models(gateway: Gateway, anthropic: bool = False) -> bytes:
     """The configured model names, in OpenAI's list shape or Anthropic's."""
     if anthropic:
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(gateway.created))
-        return json_response(200, anthropic_models_body(list(gateway.settings.models), created), date=gateway.date_header)
-    return json_response(200, gateway.models_body, date=gateway.date_header)
+        return json_response(200, anthropic_models_body(list(gateway.gen.settings.models), created), date=gateway.date_header)
+    return json_response(200, gateway.gen.models_body, date=gateway.date_header)
 
 
 def model(gateway: Gateway, name: str) -> bytes:
     """One configured model in OpenAI's shape, or 404."""
-    if name in gateway.settings.models:
+    if name in gateway.gen.settings.models:
         return json_response(200, orjson.dumps(_model_object(name, gateway.created)), date=gateway.date_header)
     return error_response(
         404, f"the model {name!r} does not exist on this gateway", "invalid_request_error", "model_not_found",
@@ -88,9 +89,10 @@ def model(gateway: Gateway, name: str) -> bytes:
     )  # fmt: skip
 
 
-def models_body(gateway: Gateway) -> bytes:
+def models_body(settings: Settings) -> bytes:
     """The `GET /v1/models` body, built once per configuration."""
-    data = [_model_object(name, gateway.created) for name in gateway.settings.models]
+    created = int(time.time())
+    data = [_model_object(name, created) for name in settings.models]
     return orjson.dumps({"object": "list", "data": data})
 
 

@@ -23,7 +23,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from proxy.cache import CacheEntry, CacheSettings, Outcome, Planner, entry_from_json, entry_from_sse, key_hex, make_key
+from proxy.cache import CacheEntry, CacheSettings, Outcome, entry_from_json, entry_from_sse, key_hex, make_key
 from proxy.cache.formats import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_EMBEDDINGS
 from proxy.cache.store import new_store
 from proxy.wire import CONNECTION_CLOSE, CRLF, STATUS_LINE, dechunk
@@ -48,10 +48,9 @@ _HIT_SSE = (
 class Cache:
     """The gateway's response cache: policy, L1 store, in-flight leaders, optional L2."""
 
-    __slots__ = ("planner", "store", "inflight", "l2", "max_entry_bytes", "coalesced", "stored", "l2_hits")
+    __slots__ = ("store", "inflight", "l2", "max_entry_bytes", "coalesced", "stored", "l2_hits")
 
-    def __init__(self, settings: CacheSettings, model_modes: dict[str, str], loop: asyncio.AbstractEventLoop) -> None:
-        self.planner = Planner(settings, model_modes)
+    def __init__(self, settings: CacheSettings, loop: asyncio.AbstractEventLoop) -> None:
         self.store = new_store(settings.max_entries, settings.max_bytes)
         self.inflight: dict[bytes, Exchange] = {}
         self.max_entry_bytes = min(settings.max_bytes, 32 * 1024 * 1024)
@@ -88,7 +87,7 @@ def lookup(ex: Exchange, proceed: object) -> bool:
     fmt = FORMATS[ex.endpoint]
     payload = ex.payload
     assert payload is not None
-    plan = cache.planner.plan(fmt, ex.model, payload, ex.cache_control or None, ex.cache_ttl or None)
+    plan = ex.gen.planner.plan(fmt, ex.model, payload, ex.cache_control or None, ex.cache_ttl or None)
     ex.cache_outcome = plan.outcome
     if plan.outcome is Outcome.BYPASS:
         return False

@@ -87,7 +87,7 @@ class DownstreamProtocol(asyncio.Protocol):
         # config
         self.gateway = gateway
         self.loop = gateway.loop
-        self.limits = gateway.settings.server
+        self.limits = gateway.gen.settings.server
         # per connection
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -198,7 +198,7 @@ class DownstreamProtocol(asyncio.Protocol):
         ex.header_bytes += len(name) + len(value) + 4
         if ex.header_count > self.limits.max_headers:
             raise errors.HeadersTooLarge(f"more than {self.limits.max_headers} request headers")
-        action = self.gateway.header_actions.get(name.lower())  # one dict probe for the headers we ignore
+        action = self.gateway.gen.header_actions.get(name.lower())  # one dict probe for the headers we ignore
         if action is None:
             return
         if action == FORWARD:

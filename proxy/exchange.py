@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from proxy.config import Route
     from proxy.downstream import DownstreamProtocol
     from proxy.errors import GatewayError
+    from proxy.generation import Generation
     from proxy.server import Gateway
     from proxy.upstream import UpstreamProtocol
 
@@ -30,7 +31,7 @@ class Exchange:
 
     __slots__ = (
         # request, from the downstream parser
-        "gateway", "downstream", "method", "url", "keep_alive", "forward_headers", "body_parts", "body_size", "body",
+        "gateway", "gen", "downstream", "method", "url", "keep_alive", "forward_headers", "body_parts", "body_size", "body",
         "content_length", "header_bytes", "header_count", "host_count", "expect_continue",
         "cache_control", "cache_ttl", "anthropic_version", "anthropic_beta", "client_key", "key_index", "tenant",
         "reserved_tokens", "error",
@@ -50,6 +51,7 @@ class Exchange:
 
     def __init__(self, gateway: Gateway, downstream: DownstreamProtocol) -> None:
         self.gateway = gateway
+        self.gen = gateway.gen  # the config this request started on: it finishes on it too
         self.downstream = downstream
         self.method = b""
         self.url = b""

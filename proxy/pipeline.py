@@ -80,7 +80,7 @@ def handle(ex: Exchange) -> None:
         method, handler, ex.api, guarded = entry
         if ex.method != method and not (method == b"GET" and ex.method == b"HEAD"):
             raise errors.MethodNotAllowed(f"{ex.method.decode('latin-1')} is not allowed here; use {method.decode()}")
-        if guarded and ex.gateway.keys.required:
+        if guarded and ex.gen.keys.required:
             admit(ex)
         handler(ex)
     except errors.GatewayError as exc:
@@ -92,7 +92,7 @@ def handle(ex: Exchange) -> None:
 
 def admit(ex: Exchange) -> None:
     """Gateway keys: who is asking, and are they within their limits? Before any upstream contact."""
-    keys = ex.gateway.keys
+    keys = ex.gen.keys
     key = keys.authenticate(ex.client_key)
     if key < 0:
         raise keys.rejection(ex.client_key)
@@ -152,7 +152,7 @@ def proceed(ex: Exchange) -> None:
 def no_route_left(ex: Exchange) -> None:
     """Every route is open, cooling down or full: say when to come back rather than wait."""
     gateway = ex.gateway
-    wait = gateway.router.retry_after(ex.model_id, gateway.loop.time())
+    wait = ex.gen.router.retry_after(ex.model_id, gateway.loop.time())
     fail(ex, errors.AllRoutesFailed(
         f"no route for model {ex.model!r} is available right now", status=503,
         retry_after=max(1, min(60, round(wait + 0.5))), final=False,
@@ -184,7 +184,7 @@ def parse_request(ex: Exchange) -> dict[str, Any]:
 
 def resolve_model(ex: Exchange) -> None:
     """Which router model serves the requested name; sets `ex.model_id` and the attempt budget."""
-    settings = ex.gateway.settings
+    settings = ex.gen.settings
     model = settings.models.get(ex.model)
     if model is not None:
         ex.model_id = model.id
@@ -210,11 +210,11 @@ def attempt(ex: Exchange, hedge: bool = False) -> bool:
     now = gateway.loop.time()
     if ex.attempts_left <= 0 or (ex.attempts and now >= ex.deadline):
         return False
-    route_id = gateway.router.pick(ex.model_id, len(ex.body), ex.tried, now)
+    route_id = ex.gen.router.pick(ex.model_id, len(ex.body), ex.tried, now)
     if route_id < 0:
         return False
-    gateway.router.on_start(route_id)
-    route = gateway.settings.routes[route_id]
+    ex.gen.router.on_start(route_id)
+    route = ex.gen.settings.routes[route_id]
     ex.tried |= 1 << route_id
     ex.attempts += 1
     ex.attempts_left -= 1
@@ -226,7 +226,7 @@ def attempt(ex: Exchange, hedge: bool = False) -> bool:
         ex.t_attempt = now
         if ex.hedge_after_s and ex.attempts == 1:
             ex.hedge_timer = gateway.loop.call_later(ex.hedge_after_s, _hedge_due, ex)  # opt-in: a timer per request
-    conn = gateway.pools[route.provider.id].acquire(ex, route)
+    conn = ex.gen.pools[route.provider.id].acquire(ex, route)
     if conn is not None:
         send(ex, conn, route)
     return True
@@ -241,7 +241,7 @@ def send(ex: Exchange, conn: UpstreamProtocol, route: Route) -> None:
         endpoint, payload_bytes, translation = adapt.upstream_request(ex, route)
     except errors.GatewayError as exc:  # a request this provider's API cannot express: a 400 that says so
         conn.pool.release(conn)
-        ex.gateway.router.on_failure(route.id, Failure.CLIENT, 0.0, ex.gateway.loop.time())
+        ex.gen.router.on_failure(route.id, Failure.CLIENT, 0.0, ex.gateway.loop.time())
         if route is ex.route:
             ex.route = None
         fail(ex, exc)
@@ -339,7 +339,7 @@ def _head_accepted(ex: Exchange, conn: UpstreamProtocol, retry_after: float) -> 
     ex.status = status
     if status < 400:
         now = ex.gateway.loop.time()
-        ex.gateway.router.on_first_byte(route.id, now - ex.t_attempt, now)
+        ex.gen.router.on_first_byte(route.id, now - ex.t_attempt, now)
     return True
 
 
@@ -348,7 +348,7 @@ def _our_headers(ex: Exchange) -> bytes:
     gateway = ex.gateway
     route = ex.route
     assert route is not None
-    ours = gateway.provider_headers[route.provider.id] + gateway.attempt_headers[min(ex.attempts, 9)]
+    ours = ex.gen.provider_headers[route.provider.id] + gateway.attempt_headers[min(ex.attempts, 9)]
     if ex.cache_outcome is not None:
         ours += caching.X_CACHE[ex.cache_outcome]
     if not ex.keep_alive:
@@ -391,11 +391,11 @@ def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> No
             _account(ex, translation.tokens_in, translation.tokens_out)
         elif not ex.cost_nusd and not ex.tokens_out:
             _account(ex, *gateway.stats.usage(ex))
-        gateway.router.on_success(route.id, now - ex.t_attempt, ex.tokens_in, ex.tokens_out, now)
+        ex.gen.router.on_success(route.id, now - ex.t_attempt, ex.tokens_in, ex.tokens_out, now)
     elif is_route_failure(ex.status):
         pass  # already recorded when the head arrived
     else:
-        gateway.router.on_failure(route.id, Failure.CLIENT, 0.0, now)
+        ex.gen.router.on_failure(route.id, Failure.CLIENT, 0.0, now)
     if reusable:
         conn.pool.release(conn)
     finish(ex)
@@ -423,10 +423,10 @@ def on_upstream_error(ex: Exchange, conn: UpstreamProtocol, exc: errors.Upstream
             ex.upstream = None
         else:
             ex.hedge = None
-        ex.gateway.pools[route.provider.id].connect_new(ex, route)
+        ex.gen.pools[route.provider.id].connect_new(ex, route)
         return
     if ex.head_sent:
-        ex.gateway.router.on_failure(route.id, Failure.BROKEN, 0.0, ex.gateway.loop.time())
+        ex.gen.router.on_failure(route.id, Failure.BROKEN, 0.0, ex.gateway.loop.time())
         ex.upstream = conn  # for the chunk-boundary check in fail()
         fail(ex, exc)
         ex.upstream = None
@@ -455,7 +455,7 @@ def attempt_failed(
     (`exc` is None: the failure is an upstream status, and it was the only attempt).
     """
     gateway = ex.gateway
-    gateway.router.on_failure(route.id, kind, retry_after, gateway.loop.time())
+    ex.gen.router.on_failure(route.id, kind, retry_after, gateway.loop.time())
     if ex.outcomes is None:
         ex.outcomes = []
     ex.outcomes.append((kind, retry_after))
@@ -503,7 +503,7 @@ def _won(ex: Exchange, conn: UpstreamProtocol, route: Route) -> None:
         loser, loser_route = ex.hedge, ex.hedge_route
     ex.hedge = ex.hedge_route = None
     if loser_route is not None:
-        ex.gateway.router.on_cancel(loser_route.id)
+        ex.gen.router.on_cancel(loser_route.id)
         _close(loser)
 
 
@@ -559,7 +559,7 @@ def abort(ex: Exchange) -> None:
         caching.drop_follower(ex)
     elif ex.upstream is not None and any(f.follows_live for f in ex.followers or ()):
         return  # live followers still read this answer: it carries on, and finishes when it ends
-    router = ex.gateway.router
+    router = ex.gen.router
     if ex.hedge_timer is not None:
         ex.hedge_timer.cancel()
         ex.hedge_timer = None
@@ -622,9 +622,9 @@ def finish(ex: Exchange) -> None:
     gateway = ex.gateway
     gateway.stats.record(ex)
     route = ex.route
-    gateway.requests.record(route.id if route is not None else -1, ex.status)
+    ex.gen.requests.record(route.id if route is not None else -1, ex.status)
     if ex.key_index >= 0:  # settle the key's reservation against what was really used
-        gateway.keys.charge(ex.key_index, gateway.loop.time(), ex.tokens_in, ex.tokens_out, ex.cost_nusd,
+        ex.gen.keys.charge(ex.key_index, gateway.loop.time(), ex.tokens_in, ex.tokens_out, ex.cost_nusd,
                             ex.reserved_tokens)  # fmt: skip
     if gateway.access_log is not None:
         gateway.access_log.append(_log_row(ex))
@@ -642,7 +642,7 @@ def _log_row(ex: Exchange) -> tuple[Any, ...]:
         ex.t_end, f"{gateway.request_id_prefix}{gateway.request_ids:x}", ex.endpoint or ex.url[:64].decode("latin-1"),
         ex.model, route.provider.name if route is not None else "", route.id if route is not None else -1, ex.status,
         ex.stream, ex.t_end - ex.t_start, ex.overhead(), (ex.t_relayed - ex.t_start) if ex.t_relayed else 0.0,
-        ex.tokens_in, ex.tokens_out, ex.cost_nusd, ex.cache_outcome, ex.attempts, gateway.keys.names[ex.key_index],
+        ex.tokens_in, ex.tokens_out, ex.cost_nusd, ex.cache_outcome, ex.attempts, ex.gen.keys.names[ex.key_index],
     )  # fmt: skip
 
 

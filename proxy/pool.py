@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 class Pool:
     """The connections to one provider."""
 
-    __slots__ = ("provider", "loop", "ssl", "idle", "open", "waiters", "request_prefixes", "tasks", "opened_total")
+    __slots__ = (
+        "provider", "loop", "ssl", "idle", "open", "waiters", "request_prefixes", "tasks", "opened_total", "retired",
+    )  # fmt: skip
 
     def __init__(self, provider: ProviderSettings, loop: asyncio.AbstractEventLoop) -> None:
         self.provider = provider
@@ -39,6 +41,7 @@ class Pool:
         self.waiters: deque[tuple[Exchange, Route, float]] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
         self.opened_total = 0
+        self.retired = False  # replaced by a config reload: connections close as they come back
         # "POST /v1/chat/completions HTTP/1.1\r\nhost: ...\r\nauthorization: ...\r\n", per endpoint
         self.request_prefixes: dict[str, bytes] = {}
         for endpoint in ("/chat/completions", "/messages", "/embeddings"):
@@ -76,6 +79,9 @@ class Pool:
                 conn.reused = True
                 pipeline.send(ex, conn, route)
                 return
+        if self.retired:
+            conn.close()
+            return
         conn.state = ConnState.IDLE
         conn.released_at = self.loop.time()
         self.idle.append(conn)
@@ -102,6 +108,12 @@ class Pool:
                 pipeline.on_connect_failed(
                     ex, route, errors.PoolTimeout(f"no connection to provider {self.provider.name!r} became free in time")
                 )
+
+    def retire(self) -> None:
+        """No new requests will come: close idle connections now, busy ones when they finish."""
+        self.retired = True
+        for conn in list(self.idle):
+            conn.close()
 
     def close(self) -> None:
         """Close every connection (shutdown)."""

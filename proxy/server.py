@@ -15,13 +15,11 @@ import socket
 import time
 from email.utils import formatdate
 
-from proxy import admin
 from proxy.accesslog import AccessLog
-from proxy.auth import Keys
 from proxy.caching import Cache
-from proxy.metrics import RequestCounters
+from proxy.generation import Generation
 from proxy.config import Settings
-from proxy.downstream import DownstreamProtocol, header_actions
+from proxy.downstream import DownstreamProtocol
 from proxy.pool import Pool
 from proxy.routing import Router
 from proxy.stats import Stats
@@ -33,29 +31,40 @@ class Gateway:
     """Shared state of one gateway process."""
 
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
-        self.settings = settings
         self.loop = loop
-        self.pools = [Pool(provider, loop) for provider in settings.providers]
+        self.gen = Generation(settings, loop)
         self.stats = Stats()
-        self.requests = RequestCounters(len(settings.routes))
-        self.keys = Keys(settings.auth)
         self.access_log = AccessLog(settings.log) if settings.log.enabled else None
         self.request_ids = 0
         self.request_id_prefix = f"req_{os.getpid():x}_"
-        self.cache = Cache(settings.cache, settings.cache_modes, loop) if settings.cache.enabled else None
-        self.router = Router(settings.model_specs, [p.max_in_flight for p in settings.providers]) if settings.model_specs else None
+        self.cache = Cache(settings.cache, loop) if settings.cache.enabled else None
         self.connections: set[DownstreamProtocol] = set()
         self.created = int(time.time())
         self.started_at = time.monotonic()
         self.draining = False
         self.server: asyncio.Server | None = None
         self.date_header = b""
-        self.provider_headers = [f"x-llm-edge-provider: {p.name}\r\n".encode("latin-1") for p in settings.providers]
         self.attempt_headers = [b"x-llm-edge-attempts: %d\r\n" % n for n in range(10)]
-        self.models_body = admin.models_body(self)
-        self.header_actions = header_actions(settings.server.forward_headers)
         self._tick_handle: asyncio.TimerHandle | None = None
         self._tick()
+
+    # The current generation's parts, for code that is not in a request (admin, ticks, tests).
+    @property
+    def settings(self) -> Settings:
+        return self.gen.settings
+
+    @property
+    def pools(self) -> list[Pool]:
+        return self.gen.pools
+
+    @property
+    def router(self) -> Router | None:
+        return self.gen.router
+
+    def reload(self, settings: Settings) -> None:
+        """Swap in a new configuration; requests in flight finish on the old one."""
+        old, self.gen = self.gen, Generation(settings, self.loop, previous=self.gen)
+        old.retire(self.gen)
 
     async def start(self) -> tuple[str, int]:
         """Bind and start accepting; returns the bound address (useful with port 0)."""

@@ -129,3 +129,13 @@ class RouteTable:
         """Decayed share of attempts that failed, 0.0 if none finished."""
         w = self.err_w[r]
         return self.err_s[r] / w if w > 0.0 else 0.0
+
+
+def carry_over(src: RouteTable, src_route: int, dst: RouteTable, dst_route: int) -> None:
+    """Copy one route's learned state (averages, breaker, totals) into a new table (config reload).
+
+    In-flight counts stay behind: those requests finish on, and are counted by, the old table.
+    """
+    for name in _ROUTE_D + _ROUTE_Q:
+        if name != "in_flight" and name != "probes_out":
+            getattr(dst, name)[dst_route] = getattr(src, name)[src_route]

@@ -1,0 +1,80 @@
+"""What one loaded configuration builds: the router, the pools, the keys, the bytes to reuse.
+
+A `Generation` is immutable in spirit: a reload (SIGHUP) builds a new one from the new file
+and the gateway swaps its current generation in one assignment. Each exchange keeps the
+generation it started on, so an in-flight request finishes on the config it began with.
+Learned route state carries over to the new generation for routes that did not change
+(same model, provider settings and upstream model), and so do the pools of providers that
+did not change; retired pools close their connections as they come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import TYPE_CHECKING
+
+from proxy import admin
+from proxy.auth import Keys
+from proxy.cache import Planner
+from proxy.config import ProviderSettings, Settings
+from proxy.downstream import header_actions
+from proxy.metrics import RequestCounters
+from proxy.pool import Pool
+from proxy.routing import Router
+from proxy.routing.table import carry_over
+
+if TYPE_CHECKING:
+    from proxy.config import Route
+
+
+class Generation:
+    """Everything derived from one `Settings`."""
+
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, previous: Generation | None = None) -> None:
+        self.settings = settings
+        self.pools = [_pool_for(provider, loop, previous) for provider in settings.providers]
+        specs = settings.model_specs
+        self.router = Router(specs, [p.max_in_flight for p in settings.providers]) if specs else None
+        self.keys = Keys(settings.auth)
+        self.requests = RequestCounters(len(settings.routes))
+        self.planner = Planner(settings.cache, settings.cache_modes)
+        self.header_actions = header_actions(settings.server.forward_headers)
+        self.provider_headers = [f"x-llm-edge-provider: {p.name}\r\n".encode("latin-1") for p in settings.providers]
+        self.models_body = admin.models_body(settings)
+        if previous is not None:
+            self._carry_over(previous)
+
+    def retire(self, successor: Generation) -> None:
+        """This generation is replaced: close the pools the successor did not keep."""
+        kept = {id(pool) for pool in successor.pools}
+        for pool in self.pools:
+            if id(pool) not in kept:
+                pool.retire()
+
+    def _carry_over(self, previous: Generation) -> None:
+        if self.router is None or previous.router is None:
+            return
+        old_routes = {_route_identity(r): r.id for r in previous.settings.routes}
+        for route in self.settings.routes:
+            old = old_routes.get(_route_identity(route))
+            if old is not None:
+                carry_over(previous.router.table, old, self.router.table, route.id)
+
+
+def _provider_identity(provider: ProviderSettings) -> ProviderSettings:
+    return dataclasses.replace(provider, id=0)  # the same provider, wherever it sits in the file
+
+
+def _route_identity(route: Route) -> tuple[object, ...]:
+    return (route.model, route.upstream_model, _provider_identity(route.provider), route.input_per_mtok,
+            route.output_per_mtok, route.weight)  # fmt: skip
+
+
+def _pool_for(provider: ProviderSettings, loop: asyncio.AbstractEventLoop, previous: Generation | None) -> Pool:
+    if previous is not None:
+        identity = _provider_identity(provider)
+        for pool in previous.pools:
+            if _provider_identity(pool.provider) == identity:
+                return pool  # same provider, same settings: keep its warm connections
+    return Pool(provider, loop)
