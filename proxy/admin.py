@@ -31,6 +31,8 @@ def stats(gateway: Gateway) -> bytes:
     """Counters, overhead and latency percentiles, and per-route totals, as JSON."""
     snapshot = gateway.stats.snapshot()
     snapshot["uptime_s"] = round(time.monotonic() - gateway.started_at, 3)
+    if gateway.shared is not None:
+        snapshot["worker"] = gateway.shared.worker
     snapshot["routes"] = routes(gateway)
     if gateway.cache is not None:
         snapshot["cache"] = gateway.cache.snapshot()
@@ -45,7 +47,7 @@ def metrics(gateway: Gateway) -> bytes:
         cache=gateway.cache.snapshot() if gateway.cache is not None else None, keys=gateway.gen.keys,
         access_log=gateway.access_log, now=gateway.loop.time(), uptime_s=time.monotonic() - gateway.started_at,
     )  # fmt: skip
-    head = b"HTTP/1.1 200 OK\r\ncontent-type: " + CONTENT_TYPE.encode() + b"\r\ncontent-length: %d\r\n" % len(body)
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: " + CONTENT_TYPE + b"\r\ncontent-length: %d\r\n" % len(body)
     return head + gateway.date_header + b"\r\n" + body
 
 
@@ -68,6 +70,8 @@ def routes(gateway: Gateway) -> list[dict[str, object]]:
         row["model"] = route.model
         row["input_tokens"] = row.pop("in_tokens")
         row["output_tokens"] = row.pop("out_tokens")
+    if gateway.shared is not None:
+        gateway.shared.totals(gateway.gen.settings.routes, rows)  # the whole gateway, not just this worker
     return rows
 
 

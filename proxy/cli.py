@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", metavar="PATH", help="TOML config file (default: providers from the environment)")
     parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on; overrides [server] listen")
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes sharing the port (SO_REUSEPORT)")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="event loop (default uvloop)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--version", action="version", version=f"llm-edge {__version__}")
@@ -34,10 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(f"llm-edge: {settings.source}: ok ({len(settings.models)} models, {len(settings.providers)} providers)")
         return 0
+    if args.workers > 1:
+        from proxy import workers
+
+        return workers.run(settings, args.workers, loop_kind=args.loop, config_path=args.config, listen=args.listen)
 
     from proxy import server  # imported here so --check-config stays fast
 
-    return server.run(settings, loop_kind=args.loop)
+    def reload() -> config.Settings:
+        fresh = config.load(args.config)
+        return config.with_listen(fresh, args.listen) if args.listen else fresh
+
+    return server.run(settings, loop_kind=args.loop, reload=reload)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,13 @@ from email.utils import formatdate
 from proxy.accesslog import AccessLog
 from proxy.caching import Cache
 from proxy.generation import Generation
+from proxy.shared import INTERVAL_S as SHARE_INTERVAL_S
+from proxy.shared import SharedRoutes
+from collections.abc import Callable
+
+from proxy import config
 from proxy.config import Settings
+from proxy.errors import ConfigError
 from proxy.downstream import DownstreamProtocol
 from proxy.pool import Pool
 from proxy.routing import Router
@@ -30,8 +36,9 @@ log = logging.getLogger("llm_edge")
 class Gateway:
     """Shared state of one gateway process."""
 
-    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, shared: SharedRoutes | None = None) -> None:
         self.loop = loop
+        self.shared = shared  # route state shared with the other workers, when there are several
         self.gen = Generation(settings, loop)
         self.stats = Stats()
         self.access_log = AccessLog(settings.log) if settings.log.enabled else None
@@ -47,6 +54,8 @@ class Gateway:
         self.attempt_headers = [b"x-llm-edge-attempts: %d\r\n" % n for n in range(10)]
         self._tick_handle: asyncio.TimerHandle | None = None
         self._tick()
+        if shared is not None:
+            self._share()
 
     # The current generation's parts, for code that is not in a request (admin, ticks, tests).
     @property
@@ -66,16 +75,16 @@ class Gateway:
         old, self.gen = self.gen, Generation(settings, self.loop, previous=self.gen)
         old.retire(self.gen)
 
-    async def start(self) -> tuple[str, int]:
-        """Bind and start accepting; returns the bound address (useful with port 0)."""
+    async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Bind (or take `sock`) and start accepting; returns the bound address (useful with port 0)."""
         server_settings = self.settings.server
-        self.server = await self.loop.create_server(
-            lambda: DownstreamProtocol(self),
-            server_settings.host,
-            server_settings.port,
-            reuse_address=True,
-            backlog=4096,
-        )
+        if sock is not None:
+            self.server = await self.loop.create_server(lambda: DownstreamProtocol(self), sock=sock, backlog=4096)
+        else:
+            self.server = await self.loop.create_server(
+                lambda: DownstreamProtocol(self), server_settings.host, server_settings.port, reuse_address=True,
+                backlog=4096,
+            )  # fmt: skip
         sock = self.server.sockets[0]
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         host, port = sock.getsockname()[:2]
@@ -104,6 +113,8 @@ class Gateway:
             self.access_log.flush(time.time(), time.perf_counter())
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        if self.shared is not None:
+            self._share_handle.cancel()
         await asyncio.sleep(0)
 
     def _tick(self) -> None:
@@ -120,6 +131,13 @@ class Gateway:
         # Fire just after the next whole second, so the date header changes on time.
         self._tick_handle = self.loop.call_later(1.0 - (now % 1.0) + 0.001, self._tick)
 
+
+    def _share(self) -> None:
+        router = self.gen.router
+        if router is not None and self.shared is not None:
+            self.shared.publish(router, self.settings.routes)
+            self.shared.merge(router, self.settings.routes, self.loop.time())
+        self._share_handle = self.loop.call_later(SHARE_INTERVAL_S, self._share)
 
     def _flush_access_log(self) -> None:
         log = self.access_log
@@ -139,24 +157,56 @@ def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def run(settings: Settings, loop_kind: str = "uvloop", shutdown_timeout_s: float = 30.0) -> int:
-    """Serve until SIGTERM or SIGINT, then drain and return the exit code."""
+def run(
+    settings: Settings,
+    loop_kind: str = "uvloop",
+    reload: Callable[[], Settings] | None = None,
+    sock: socket.socket | None = None,
+    worker: int | None = None,
+    shared: SharedRoutes | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT, then drain and return the exit code.
+
+    `reload` re-reads the configuration (SIGHUP); `sock` is a listening socket made by the
+    parent of several workers (SO_REUSEPORT), `worker` this process's index among them.
+    """
     loop = new_event_loop(loop_kind)
     asyncio.set_event_loop(loop)
-    gateway = Gateway(settings, loop)
+    gateway = Gateway(settings, loop, shared)
     try:
-        host, port = loop.run_until_complete(gateway.start())
+        host, port = loop.run_until_complete(gateway.start(sock))
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.server.host, settings.server.port, exc.strerror)
         return 1
     stopping = loop.create_future()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: stopping.done() or stopping.set_result(None))
-    print(f"llm-edge listening on {host}:{port}", flush=True)
-    log.info("serving %d model(s) over %d provider(s) from %s", len(settings.models), len(settings.providers),
-             settings.source)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reloader(gateway, reload))
+    if worker is None:
+        print(f"llm-edge listening on {host}:{port}", flush=True)
+    log.info("serving %d model(s) over %d provider(s) from %s%s", len(settings.models), len(settings.providers),
+             settings.source, f" (worker {worker})" if worker is not None else "")  # fmt: skip
     loop.run_until_complete(stopping)
-    log.info("shutting down: finishing in-flight requests (up to %.0fs)", shutdown_timeout_s)
-    loop.run_until_complete(gateway.stop(shutdown_timeout_s))
+    timeout = gateway.settings.server.shutdown_timeout_s
+    log.info("shutting down: finishing in-flight requests (up to %.0fs)", timeout)
+    loop.run_until_complete(gateway.stop(timeout))
     loop.close()
     return 0
+
+
+def _reloader(gateway: Gateway, reload: Callable[[], Settings]) -> Callable[[], None]:
+    def on_sighup() -> None:
+        try:
+            settings = reload()
+        except ConfigError as exc:
+            log.error("configuration not reloaded, the old one keeps serving: %s", exc)
+            return
+        if (settings.server.host, settings.server.port) != (gateway.settings.server.host, gateway.settings.server.port):
+            log.warning("server.listen changed: it takes effect on restart; the rest is reloaded now")
+            settings = config.with_listen(settings, f"{gateway.settings.server.host}:{gateway.settings.server.port}")
+        gateway.reload(settings)
+        log.info("configuration reloaded from %s: %d model(s) over %d provider(s)", settings.source,
+                 len(settings.models), len(settings.providers))  # fmt: skip
+
+    return on_sighup

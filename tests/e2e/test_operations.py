@@ -1,0 +1,297 @@
+"""Operating the gateway: metrics, keys and limits, spend, the access log, signals, reload and workers."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import GatewayFactory, MockFactory, provider
+from tests.e2e.test_gateway import Responses, post_bytes
+from tests.harness import wait_for
+
+TEAM_KEY = "sk-team-a-VERY-SECRET-1234"
+PROVIDER_KEY = "sk-provider-FAKE-SECRET-XYZZY"
+
+
+def one_route(server: Any, **model: Any) -> dict[str, Any]:
+    return {
+        "providers": [provider("up", server, kind="openai", api_key=PROVIDER_KEY)],
+        "models": [{"name": "m", "routes": [{"provider": "up", "model": "gpt-x", "input_per_mtok": 2.0,
+                                              "output_per_mtok": 8.0}], **model}],
+    }  # fmt: skip
+
+
+def get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+# Observability
+
+
+def test_metrics_parse_and_cover_the_gateway(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+    gw = gateway_uv(one_route(mock_uv()))
+    sdk = openai.OpenAI(base_url=gw.openai_base, api_key="x", max_retries=0)
+    for i in range(3):
+        sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": f"q{i}"}], temperature=0)
+    sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "q0"}], temperature=0)  # a hit
+    status, headers, body = get(gw.port, "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    for name in ("llm_edge_requests", "llm_edge_overhead_seconds", "llm_edge_request_duration_seconds",
+                 "llm_edge_cache_hits", "llm_edge_route_breaker_state", "llm_edge_route_in_flight",
+                 "llm_edge_upstream_connections_open", "llm_edge_route_tokens", "llm_edge_route_spend_usd"):  # fmt: skip
+        assert any(n.startswith(name) for n in families), f"{name} missing from /metrics"
+    samples = [s for f in families.values() for s in f.samples]
+    hits = [s.value for s in samples if s.name == "llm_edge_cache_hits_total"]
+    assert hits == [1.0]
+    assert PROVIDER_KEY.encode() not in body and PROVIDER_KEY.encode() not in get(gw.port, "/stats")[2]
+
+
+def test_cost_header_and_spend(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+    gw = gateway_uv(one_route(mock_uv()))
+    raw = openai.OpenAI(base_url=gw.openai_base, api_key="x", max_retries=0).chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": "price me"}]
+    )
+    usage = raw.parse().usage
+    expected = (usage.prompt_tokens * 2.0 + usage.completion_tokens * 8.0) / 1e6
+    cost = raw.headers["x-llm-edge-cost"]
+    assert re.fullmatch(r"\d+\.\d{6}", cost) and abs(float(cost) - expected) < 1e-6
+    row = next(r for r in gw.stats()["routes"] if r["model"] == "m")
+    assert abs(row["spend_usd"] - expected) < 1e-9
+
+
+def test_stream_usage_is_counted_but_never_shown_unasked(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+    upstream = mock_uv()
+    gw = gateway_uv(one_route(upstream))
+    sdk = openai.OpenAI(base_url=gw.openai_base, api_key="x", max_retries=0)
+    chunks = list(sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "s"}], stream=True))
+    assert all(c.choices for c in chunks)  # no `choices: []` usage chunk reached a client that did not ask
+    assert all(c.usage is None for c in chunks)
+    assert orjson.loads(upstream.last_request.body)["stream_options"] == {"include_usage": True}  # we asked upstream
+    row = next(r for r in gw.stats()["routes"] if r["model"] == "m")
+    assert row["output_tokens"] > 0 and row["spend_usd"] > 0
+
+
+def test_access_log_lines(mock_uv: MockFactory, gateway_uv: GatewayFactory, tmp_path: Path) -> None:
+    log_path = tmp_path / "access.jsonl"
+    table = one_route(mock_uv()) | {
+        "log": {"access_log": str(log_path)},
+        "auth": {"keys": [{"name": "team-a", "key": TEAM_KEY}]},
+    }
+    gw = gateway_uv(table)
+    sdk = openai.OpenAI(base_url=gw.openai_base, api_key=TEAM_KEY, max_retries=0)
+    sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "a very private prompt"}])
+    with pytest.raises(openai.NotFoundError):
+        sdk.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert wait_for(lambda: log_path.exists() and log_path.read_text().count("\n") >= 2, timeout=5)
+    text = log_path.read_text()
+    lines = [orjson.loads(line) for line in text.splitlines()]
+    ok = next(line for line in lines if line["status"] == 200)
+    assert ok["model"] == "m" and ok["provider"] == "up" and ok["key"] == "team-a" and ok["tokens_out"] > 0
+    assert ok["cost_usd"] > 0 and ok["latency_us"] > 0 and ok["overhead_us"] > 0
+    assert {line["status"] for line in lines} == {200, 404}
+    for secret in (TEAM_KEY, PROVIDER_KEY, "a very private prompt"):
+        assert secret not in text
+
+
+# Gateway keys and limits
+
+
+def test_gateway_keys_401_in_each_sdk_shape(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+    upstream = mock_uv(kind="openai")
+    gw = gateway_uv(one_route(upstream) | {"auth": {"keys": [{"name": "team-a", "key": TEAM_KEY}]}})
+    with pytest.raises(openai.AuthenticationError) as no_key:
+        openai.OpenAI(base_url=gw.openai_base, api_key="sk-wrong", max_retries=0).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}]
+        )
+    assert no_key.value.status_code == 401 and "sk-wrong" not in str(no_key.value.body)
+    with pytest.raises(anthropic.AuthenticationError) as wrong:
+        anthropic.Anthropic(base_url=gw.url, api_key="sk-wrong", max_retries=0).messages.create(
+            model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    assert wrong.value.body["type"] == "error"
+    assert upstream.requests == 0  # refused before any upstream contact
+    answer = openai.OpenAI(base_url=gw.openai_base, api_key=TEAM_KEY, max_retries=0).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}]
+    )
+    assert answer.choices
+    legacy = anthropic.Anthropic(base_url=gw.url, api_key=TEAM_KEY, max_retries=0,
+                                 default_headers={"x-api-key": TEAM_KEY, "anthropic-version": "2023-06-01"})  # fmt: skip
+    assert legacy.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}]).content
+    assert get(gw.port, "/healthz")[0] == 200  # health needs no key
+
+
+def test_rate_limits_and_budget(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+    upstream = mock_uv()
+    keys = [{"name": "slow", "key": "sk-slow", "rpm": 2}, {"name": "poor", "key": "sk-poor", "budget_usd": 0.000001}]
+    gw = gateway_uv(one_route(upstream) | {"auth": {"keys": keys}})
+    slow = openai.OpenAI(base_url=gw.openai_base, api_key="sk-slow", max_retries=0)
+    for _ in range(2):
+        slow.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.RateLimitError) as limited:
+        slow.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert 1 <= int(limited.value.response.headers["retry-after"]) <= 60
+    poor = openai.OpenAI(base_url=gw.openai_base, api_key="sk-poor", max_retries=0)
+    poor.chat.completions.create(model="m", messages=[{"role": "user", "content": "spend it all"}])
+    with pytest.raises(openai.RateLimitError) as broke:
+        poor.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert broke.value.code == "insufficient_quota"
+    assert broke.value.response.headers["x-should-retry"] == "false"
+    assert upstream.requests == 3
+
+
+# Real processes, real signals
+
+
+class GatewayProcess:
+    """`python -m proxy` as a child process, its address read from its first line."""
+
+    def __init__(self, config_path: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "--config", str(config_path), "--listen", "127.0.0.1:0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        line = self.proc.stdout.readline().decode()  # type: ignore[union-attr]
+        match = re.search(r"listening on [\d.]+:(\d+)", line)
+        assert match, f"gateway did not start: {line!r} {self.proc.stderr.read().decode()}"  # type: ignore[union-attr]
+        self.port = int(match.group(1))
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return self.proc.returncode, err.decode()
+
+
+def write_config(path: Path, table: dict[str, Any]) -> Path:
+    lines = []
+    for p in table["providers"]:
+        lines += ["[[providers]]", *(f"{k} = {orjson.dumps(v).decode()}" for k, v in p.items())]
+    for m in table.get("models", []):
+        routes = ", ".join(
+            "{ " + ", ".join(f"{k} = {orjson.dumps(v).decode()}" for k, v in r.items()) + " }" for r in m["routes"]
+        )
+        others = [f"{k} = {orjson.dumps(v).decode()}" for k, v in m.items() if k not in ("name", "routes")]
+        lines += ["[[models]]", f'name = "{m["name"]}"', *others, f"routes = [{routes}]"]
+    for section in ("server", "router"):
+        if section in table:
+            lines += [f"[{section}]", *(f"{k} = {orjson.dumps(v).decode()}" for k, v in table[section].items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_sigterm_lets_a_stream_finish(mock_uv: MockFactory, tmp_path: Path) -> None:
+    upstream = mock_uv(tokens=20, token_delay_ms=50)
+    gw = GatewayProcess(write_config(tmp_path / "gw.toml", one_route(upstream)))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(post_bytes({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}))
+        first = sock.recv(65536)
+        assert b"200 OK" in first
+        gw.signal(signal.SIGTERM)  # mid-stream
+        data = first
+        while True:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            data += piece
+    assert b"data: [DONE]" in data and data.endswith(b"0\r\n\r\n")  # the stream completed
+    code, log = gw.stop()
+    assert code == 0, log
+    assert PROVIDER_KEY not in log
+
+
+def test_sighup_reloads_a_good_config_and_keeps_serving_on_a_bad_one(mock_uv: MockFactory, tmp_path: Path) -> None:
+    upstream = mock_uv()
+    path = write_config(tmp_path / "gw.toml", one_route(upstream))
+    gw = GatewayProcess(path)
+    try:
+        assert [m["id"] for m in orjson.loads(get(gw.port, "/v1/models")[2])["data"]] == ["m"]
+        table = one_route(upstream)
+        table["models"].append({"name": "second", "routes": [{"provider": "up", "model": "gpt-y"}]})
+        write_config(path, table)
+        gw.signal(signal.SIGHUP)
+        assert wait_for(lambda: len(orjson.loads(get(gw.port, "/v1/models")[2])["data"]) == 2)
+        path.write_text(path.read_text() + "\n[server]\nbogus_key = 1\n")
+        gw.signal(signal.SIGHUP)
+        time.sleep(0.3)
+        assert len(orjson.loads(get(gw.port, "/v1/models")[2])["data"]) == 2  # the old config keeps serving
+    finally:
+        code, log = gw.stop()
+    assert code == 0
+    assert "server.bogus_key" in log and "not reloaded" in log
+
+
+def test_check_config(tmp_path: Path, mock_uv: MockFactory) -> None:
+    good = write_config(tmp_path / "good.toml", one_route(mock_uv()))
+    ok = subprocess.run([sys.executable, "-m", "proxy", "--check-config", "--config", str(good)], capture_output=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text().replace('kind = "openai"', 'kind = "azure"'))
+    refused = subprocess.run([sys.executable, "-m", "proxy", "--check-config", "--config", str(bad)], capture_output=True)
+    assert refused.returncode != 0 and b"providers[0].kind" in refused.stderr
+
+
+def test_two_workers_share_a_breaker(mock_uv: MockFactory, tmp_path: Path) -> None:
+    failing = mock_uv(error_rate=1.0, error_status=500)
+    table = one_route(failing, breaker_failures=2, breaker_cooldown_s=60)
+    gw = GatewayProcess(write_config(tmp_path / "gw.toml", table), "--workers", "2")
+    try:
+        def worker_of_stats() -> dict[str, Any]:
+            return orjson.loads(get(gw.port, "/stats")[2])
+
+        # Fail requests (each on a fresh connection, so on either worker) until some worker opens the breaker.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            status, _, _ = post(gw.port)
+            if status == 503:  # a worker refuses without asking the provider: its breaker (or a peer's) is open
+                break
+        else:
+            pytest.fail("no breaker opened")
+        time.sleep(0.2)  # one sharing interval is 50 ms
+        seen_workers: set[int] = set()
+        before = failing.requests
+        while len(seen_workers) < 2 and time.monotonic() < deadline + 10:
+            stats = worker_of_stats()
+            seen_workers.add(stats["worker"])
+            assert stats["routes"][0]["breaker"] == "open"  # whichever worker answers sees it
+            status, _, _ = post(gw.port)
+            assert status == 503
+        assert seen_workers == {0, 1}
+        assert failing.requests == before  # neither worker sent the failing provider anything more
+    finally:
+        code, log = gw.stop()
+    assert code == 0, log
+
+
+def post(port: int) -> tuple[int, dict[bytes, bytes], bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(post_bytes({"model": "m", "messages": [{"role": "user", "content": "x"}]}))
+        [response] = Responses(sock).read(1)
+        return response
