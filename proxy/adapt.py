@@ -154,6 +154,10 @@ class Translation:
         raw = b"".join(self.parts)
         status = self.status
         if status >= 400:
+            route = ex.route
+            key = route.provider.api_key if route is not None else None
+            if key:  # a provider that echoes the credential in its error never gets it to the client
+                raw = raw.replace(key.encode("latin-1", "replace"), b"*" * len(key))
             if self.client_api == OPENAI:
                 status, out_body = translate.to_openai_error(status, raw)
             else:
@@ -191,16 +195,27 @@ class Translation:
         """True once the client's streamed response has started."""
         return self.ex.chunked_out
 
+    @property
+    def completed(self) -> bool:
+        """True when a streamed answer ended cleanly (no error event, not cut short)."""
+        stream = self.stream
+        return stream is not None and stream.complete and not stream.errored
+
 
 class UsageOnly(Translation):
     """An OpenAI stream relayed to an OpenAI client as it is, but for the usage chunk the gateway
     asked for: its tokens are counted, and the chunk is dropped before the client sees it."""
 
-    __slots__ = ("parser", "events")
+    __slots__ = ("parser", "done_seen")
 
     def __init__(self, ex: Exchange) -> None:
         super().__init__(ex, OPENAI, ex.model)
         self.parser = SSEParser()
+        self.done_seen = False
+
+    @property
+    def completed(self) -> bool:
+        return self.done_seen
 
     def head(self, status: int, ours: bytes) -> bool:
         self.status = status
@@ -217,11 +232,15 @@ class UsageOnly(Translation):
         ex = self.ex
         if ex.capture is not None:
             ex.capture.append(data)  # the whole stream, usage included, is what the cache keeps
+        if b"data: [DONE]" in data:
+            self.done_seen = True
         if self.parser.idle and data.endswith(b"\n\n") and b'"choices":[]' not in data:
             _send(ex, chunk(data))  # whole events, none of them the usage chunk: no parsing
             return
         kept = []
         for _name, payload in self.parser.feed(data):
+            if payload == b"[DONE]":
+                self.done_seen = True
             if payload.startswith(b"{") and b'"choices":[]' in payload:
                 usage = orjson.loads(payload).get("usage") or {}
                 self.tokens_in = int(usage.get("prompt_tokens") or 0)
@@ -234,10 +253,16 @@ class UsageOnly(Translation):
     def done(self, ours: bytes) -> None:
         if self.status != 200:
             raw = b"".join(self.parts)
+            route = self.ex.route
+            key = route.provider.api_key if route is not None else None
+            if key:
+                raw = raw.replace(key.encode("latin-1", "replace"), b"*" * len(key))
             self.ex.downstream.write(
                 STATUS_LINE[self.status] + _JSON_TYPE + b"content-length: %d\r\n" % len(raw) + ours + b"\r\n" + raw
             )
             return
+        if not self.done_seen:  # the provider ended without its terminator: say so, never end cleanly
+            _send(self.ex, chunk(self.error_event("the provider ended the stream before it was complete", "server_error")))
         _send(self.ex, LAST_CHUNK)
 
     def error_event(self, message: str, type_: str) -> bytes:

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llm_edge.cache")
 
+HIT, MISS, BYPASS, REFRESH = Outcome.HIT, Outcome.MISS, Outcome.BYPASS, Outcome.REFRESH  # no EnumType.__getattr__ per request
 X_CACHE = {outcome: b"x-cache: " + outcome.value + b"\r\n" for outcome in Outcome}
-X_CACHE_HIT = X_CACHE[Outcome.HIT]
+X_CACHE_HIT = X_CACHE[HIT]
 FORMATS = {"/chat/completions": OPENAI_CHAT, "/messages": ANTHROPIC_MESSAGES, "/embeddings": OPENAI_EMBEDDINGS}
 _FREE = b"x-llm-edge-cost: 0.000000\r\n"  # an answer from memory costs nothing upstream
 _HIT_JSON = STATUS_LINE[200] + b"content-type: application/json\r\n" + X_CACHE_HIT + _FREE
@@ -89,11 +90,11 @@ def lookup(ex: Exchange, proceed: object) -> bool:
     assert payload is not None
     plan = ex.gen.planner.plan(fmt, ex.model, payload, ex.cache_control or None, ex.cache_ttl or None)
     ex.cache_outcome = plan.outcome
-    if plan.outcome is Outcome.BYPASS:
+    if plan.outcome is BYPASS:
         return False
     key = make_key(fmt, ex.model, payload, ex.tenant, ex.anthropic_version, ex.anthropic_beta)
     if key is None:
-        ex.cache_outcome = Outcome.BYPASS
+        ex.cache_outcome = BYPASS
         return False
     ex.cache_key = key
     ex.cache_plan = plan
@@ -117,12 +118,12 @@ def lookup(ex: Exchange, proceed: object) -> bool:
     return False
 
 
-def serve(ex: Exchange, entry: CacheEntry, outcome: Outcome = Outcome.HIT) -> bool:
+def serve(ex: Exchange, entry: CacheEntry, outcome: Outcome = HIT) -> bool:
     """Answer from a cached entry in one write; False if the entry cannot serve this mode."""
     body = entry.body(ex.stream, _wants_usage(ex))
     if body is None:
         return False
-    head = (_HIT_SSE if ex.stream else _HIT_JSON) if outcome is Outcome.HIT else _hit_head(ex, outcome)
+    head = (_HIT_SSE if ex.stream else _HIT_JSON) if outcome is HIT else _hit_head(ex, outcome)
     extra = CONNECTION_CLOSE if not ex.keep_alive else b""
     ex.cache_outcome = outcome
     ex.status = 200
@@ -151,7 +152,7 @@ def _wants_usage(ex: Exchange) -> bool:
 
 def _follow(ex: Exchange, leader: Exchange) -> None:
     ex.leader = leader
-    ex.cache_outcome = Outcome.HIT
+    ex.cache_outcome = HIT
     # Live only if the leader has not answered yet and its bytes fit this request as they are.
     ex.follows_live = (
         not leader.head_sent and leader.stream == ex.stream and _wants_usage(leader) == _wants_usage(ex)
@@ -289,5 +290,5 @@ def _release_followers(ex: Exchange, entry: CacheEntry | None) -> None:
         elif entry is not None and serve(follower, entry):
             pipeline.finish(follower)
         else:
-            follower.cache_outcome = Outcome.MISS
+            follower.cache_outcome = MISS
             pipeline.proceed(follower)  # its own attempt, by the router's rules

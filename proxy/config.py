@@ -100,6 +100,9 @@ class Route:
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
     weight: int = 1
+    # The prices as integer pico-dollars per token: spend is exact integer arithmetic.
+    input_pusd: int = 0
+    output_pusd: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -315,6 +318,8 @@ def _route(route_id: int, model_id: int, model: str, spec: RouteSpec, providers:
         input_per_mtok=spec.input_per_mtok,
         output_per_mtok=spec.output_per_mtok,
         weight=spec.weight,
+        input_pusd=spec.input_pusd,
+        output_pusd=spec.output_pusd,
     )
 
 

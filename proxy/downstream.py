@@ -41,8 +41,8 @@ _IDLE, _HEAD, _BODY = 0, 1, 2
 # What to do with a request header, by lowercased name (see `header_actions`).
 (
     FORWARD, CONTENT_LENGTH, HOST, EXPECT, CONNECTION, CACHE_CONTROL, ANTHROPIC_VERSION, ANTHROPIC_BETA, CACHE_TTL,
-    CLIENT_KEY,
-) = range(10)
+    CLIENT_KEY, TRANSFER_ENCODING,
+) = range(11)
 
 
 
@@ -62,6 +62,7 @@ def header_actions(forwarded: tuple[bytes, ...]) -> dict[bytes, int]:
             b"cache-control": CACHE_CONTROL,
             b"anthropic-version": ANTHROPIC_VERSION,
             b"x-llm-edge-cache-ttl": CACHE_TTL,
+            b"transfer-encoding": TRANSFER_ENCODING,
             b"authorization": CLIENT_KEY,  # the gateway key, either way the SDKs send it; never forwarded
             b"x-api-key": CLIENT_KEY,
         }
@@ -170,6 +171,8 @@ class DownstreamProtocol(asyncio.Protocol):
         active = self.active
         if active is not None and active.upstream is not None:
             active.upstream.resume_reading()
+        elif active is None and not self.closed:
+            self._next()  # answers were held back while the client was not reading
 
     # httptools parser callbacks
 
@@ -225,6 +228,12 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.forward_headers.append(b"%b: %b\r\n" % (name, value))
         elif action == CACHE_TTL:
             ex.cache_ttl = value
+        elif action == TRANSFER_ENCODING:
+            # httptools accepts codings it does not apply ("gzip, chunked", ", chunked"): anything
+            # but plain chunked could be read two ways by two parsers, so it is refused (RFC 9112 6.1).
+            if value.strip().lower() != b"chunked" or ex.chunked:
+                raise errors.MalformedHTTP("only 'Transfer-Encoding: chunked', once, is accepted")
+            ex.chunked = True
         elif action == CLIENT_KEY:
             key = presented_key(name.lower(), value)
             if key and (not ex.client_key or name.lower() == b"x-api-key"):  # x-api-key wins, as Anthropic's SDK means it
@@ -238,6 +247,8 @@ class DownstreamProtocol(asyncio.Protocol):
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise errors.MalformedHTTP(f"unsupported HTTP version {version}")
+        if ex.chunked and version == "1.0":
+            raise errors.MalformedHTTP("Transfer-Encoding in an HTTP/1.0 request: the framing cannot be trusted")
         if ex.header_bytes > self.limits.max_header_bytes:
             raise errors.HeadersTooLarge(f"request headers exceed {self.limits.max_header_bytes} bytes")
         if version == "1.1" and ex.host_count != 1:
@@ -285,6 +296,18 @@ class DownstreamProtocol(asyncio.Protocol):
         if ex.close_after or not ex.keep_alive or (self.stop_reading and not self.queue):
             self._close()
             return
+        if self.write_paused:
+            # The client is not reading what we wrote: answer nothing more, and read nothing
+            # more, until it does (resume_writing). Otherwise a client pipelining small requests
+            # could make the gateway buffer its answers without bound.
+            if not self.read_paused and self.transport is not None:
+                self.read_paused = True
+                self.transport.pause_reading()
+            self._arm(self.loop.time() + self.limits.keepalive_timeout_s)  # a reader that never comes back is let go
+            return
+        self._next()
+
+    def _next(self) -> None:
         if self.queue:
             self._start(self.queue.popleft())
             return
@@ -389,3 +412,9 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
+            if self.transport.get_write_buffer_size():
+                # close() waits for the buffer to drain; a client that never reads would hold the
+                # connection for ever. Give it the keep-alive timeout, then drop it.
+                if self.timer is not None:
+                    self.timer.cancel()
+                self.timer = self.loop.call_later(self.limits.keepalive_timeout_s, self.transport.abort)

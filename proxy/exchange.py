@@ -32,13 +32,13 @@ class Exchange:
     __slots__ = (
         # request, from the downstream parser
         "gateway", "gen", "downstream", "method", "url", "keep_alive", "forward_headers", "body_parts", "body_size", "body",
-        "content_length", "header_bytes", "header_count", "host_count", "expect_continue",
+        "content_length", "chunked", "header_bytes", "header_count", "host_count", "expect_continue",
         "cache_control", "cache_ttl", "anthropic_version", "anthropic_beta", "client_key", "key_index", "tenant",
         "reserved_tokens", "error",
         # request, after parsing the body
         "api", "payload", "model", "stream", "endpoint",
         # routing and upstream
-        "model_id", "route", "attempts", "attempts_left", "deadline", "tried", "outcomes", "upstream", "t_attempt",
+        "model_id", "route", "attempts", "attempts_left", "attempt_deadline_s", "tried", "outcomes", "upstream", "t_attempt",
         "hedge_after_s", "hedge_timer", "hedge", "hedge_route", "t_hedge",
         # cache
         "cache_outcome", "cache_key", "cache_plan", "cache_entry", "capture", "capture_size", "capture_chunked",
@@ -61,6 +61,7 @@ class Exchange:
         self.body_size = 0
         self.body = b""
         self.content_length = -1
+        self.chunked = False
         self.header_bytes = 0
         self.header_count = 0
         self.host_count = 0
@@ -85,7 +86,7 @@ class Exchange:
         self.route: Route | None = None  # the main attempt's route
         self.attempts = 0
         self.attempts_left = 0
-        self.deadline = 0.0  # no new attempt starts after this (loop time)
+        self.attempt_deadline_s = 0.0  # how long each attempt has to produce its response head
         self.tried = 0  # bit mask of route ids tried
         self.outcomes: list[tuple[int, float]] | None = None  # (failure kind, retry-after) per failed attempt
         self.upstream: UpstreamProtocol | None = None

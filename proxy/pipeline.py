@@ -24,6 +24,7 @@ is closed. Every attempt ends in exactly one router outcome: success, failure or
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ import orjson
 
 from proxy import adapt, admin, caching, errors
 from proxy.adapt import ANTHROPIC, OPENAI
-from proxy.limits import cost_header, cost_nusd
+from proxy.limits import cost_header, cost_nusd_at
 from proxy.routing import Failure, failure_kind, is_route_failure, summarize_failures
 from proxy.stats import scan_usage
 from proxy.wire import (
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
     from proxy.upstream import UpstreamProtocol
 
 log = logging.getLogger("llm_edge.pipeline")
+
+# Failure kinds as module constants: an enum member read through its class costs ~150 ns on 3.11.
+F_CLIENT, F_CONNECT, F_CONNECT_TIMEOUT = Failure.CLIENT, Failure.CONNECT, Failure.CONNECT_TIMEOUT
+F_TIMEOUT, F_MALFORMED, F_BROKEN = Failure.TIMEOUT, Failure.MALFORMED, Failure.BROKEN
 
 
 # handle: which endpoint
@@ -155,7 +160,7 @@ def no_route_left(ex: Exchange) -> None:
     wait = ex.gen.router.retry_after(ex.model_id, gateway.loop.time())
     fail(ex, errors.AllRoutesFailed(
         f"no route for model {ex.model!r} is available right now", status=503,
-        retry_after=max(1, min(60, round(wait + 0.5))), final=False,
+        retry_after=max(1, min(60, math.ceil(wait))), final=False,
     ))  # fmt: skip
 
 
@@ -197,7 +202,7 @@ def resolve_model(ex: Exchange) -> None:
         ex.model_id = route.model_id
         router_settings = settings.router
     ex.attempts_left = router_settings.max_attempts
-    ex.deadline = ex.gateway.loop.time() + router_settings.attempt_deadline_s
+    ex.attempt_deadline_s = router_settings.attempt_deadline_s
     ex.hedge_after_s = router_settings.hedge_after_ms / 1000.0
 
 
@@ -208,7 +213,7 @@ def attempt(ex: Exchange, hedge: bool = False) -> bool:
     """Start an attempt on the router's next route; False when no route is left."""
     gateway = ex.gateway
     now = gateway.loop.time()
-    if ex.attempts_left <= 0 or (ex.attempts and now >= ex.deadline):
+    if ex.attempts_left <= 0:
         return False
     route_id = ex.gen.router.pick(ex.model_id, len(ex.body), ex.tried, now)
     if route_id < 0:
@@ -241,7 +246,7 @@ def send(ex: Exchange, conn: UpstreamProtocol, route: Route) -> None:
         endpoint, payload_bytes, translation = adapt.upstream_request(ex, route)
     except errors.GatewayError as exc:  # a request this provider's API cannot express: a 400 that says so
         conn.pool.release(conn)
-        ex.gen.router.on_failure(route.id, Failure.CLIENT, 0.0, ex.gateway.loop.time())
+        ex.gen.router.on_failure(route.id, F_CLIENT, 0.0, ex.gateway.loop.time())
         if route is ex.route:
             ex.route = None
         fail(ex, exc)
@@ -259,7 +264,7 @@ def send(ex: Exchange, conn: UpstreamProtocol, route: Route) -> None:
         ex.upstream = conn
     else:
         ex.hedge = conn
-    conn.send(ex, head, payload_bytes, translation)
+    conn.send(ex, head, payload_bytes, translation, ex.attempt_deadline_s)
     if not ex.t_sent:
         ex.t_sent = perf_counter()
 
@@ -268,7 +273,7 @@ def on_connect_failed(ex: Exchange, route: Route, exc: errors.UpstreamError) -> 
     """The pool could not give this attempt a connection."""
     if ex.done or (route is not ex.route and route is not ex.hedge_route):
         return  # an abandoned attempt: its outcome was already recorded
-    kind = Failure.CONNECT_TIMEOUT if isinstance(exc, errors.UpstreamTimeout) else Failure.CONNECT
+    kind = F_CONNECT_TIMEOUT if isinstance(exc, errors.UpstreamTimeout) else F_CONNECT
     attempt_failed(ex, route, kind, 0.0, exc)
 
 
@@ -278,9 +283,25 @@ def on_connect_failed(ex: Exchange, route: Route, exc: errors.UpstreamError) -> 
 def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: bytes) -> None:
     """Relay the response head, adjusted for this hop, with whatever body bytes came with it."""
     lower = head.lower()
-    if not _head_accepted(ex, conn, _retry_after(head, lower) if conn.status >= 400 else 0.0):
-        return
     status = conn.status
+    problem = _not_an_answer(ex, status, lower)
+    if problem is not None:  # caught before a byte reached the client: another route may do better
+        route = conn.route
+        assert route is not None
+        attempt_failed(ex, route, F_MALFORMED, 0.0, errors.UpstreamProtocolError(problem), conn)
+        return
+    retry_after = _retry_after(head, lower) if status >= 400 else 0.0
+    if not _head_accepted(ex, conn, retry_after):
+        return
+    if status >= 400 and (_content_length(lower) == 0 or b"json" not in _header(lower, b"content-type")):
+        # The provider's error is not in any API's shape (an HTML page from a proxy, nothing at
+        # all): the client gets its own API's error, with the status and Retry-After kept.
+        _close(conn)
+        ex.upstream = None
+        name = conn.pool.provider.name
+        fail(ex, errors.AllRoutesFailed(f"provider {name!r} answered {status} without an API error body",
+                                        status=status, retry_after=round(retry_after) or None, final=False))  # fmt: skip
+        return
     ex.close_delimited = lower.find(b"\r\ntransfer-encoding:") < 0 and lower.find(b"\r\ncontent-length:") < 0
     head = strip_hop_by_hop(head, lower)
     ours = _our_headers(ex)
@@ -295,14 +316,83 @@ def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: by
     if not head.startswith(b"HTTP/1.1 "):  # an HTTP/1.0 provider: our hop is 1.1
         head = STATUS_LINE[status] + head[head.find(b"\r\n") + 2 :]
     line_end = head.find(b"\r\n") + 2
-    out = head[:line_end] + ours + head[line_end:] + rest
+    if status >= 400:
+        head, rest = _redacted(ex, head), _redacted(ex, rest)
     if ex.followers is not None:  # a cache leader: live followers get the same bytes
         ex.capture_chunked = not ex.close_delimited and lower.find(b"\r\ncontent-length:") < 0
         caching.on_leader_head(ex, head, line_end, rest)
     ex.tail = ex.first_body = rest
+    if conn.message_done and ex.stream and status == 200:
+        rest = _end_of_stream(ex, rest)
     ex.head_sent = True
-    ex.downstream.write(out)  # head and first body bytes in one write: one syscall, not two
+    ex.downstream.write(head[:line_end] + ours + head[line_end:] + rest)  # head and first body bytes: one syscall
     ex.t_relayed = perf_counter()
+
+
+def _not_an_answer(ex: Exchange, status: int, lower: bytes) -> str | None:
+    """Why a 2xx head cannot be the API's answer (an HTML page, nothing, an unknown coding), if it cannot."""
+    if status >= 300:
+        return None
+    # Fast path, what real providers send: the exact header lines, found without parsing.
+    if (_STREAM_TYPE_LINE if ex.stream else _JSON_TYPE_LINE) not in lower:
+        content_type = _header(lower, b"content-type")
+        if content_type and (b"text/event-stream" if ex.stream else b"json") not in content_type:
+            return f"the provider answered {status} with {content_type.decode('latin-1')[:60]!r}, not an API answer"
+    if _EMPTY_LINE in lower:
+        return f"the provider answered {status} with an empty body"
+    if _TE_LINE in lower and _CHUNKED_LINE not in lower:
+        coding = _header(lower, b"transfer-encoding")
+        return f"the provider used a transfer coding the gateway does not read ({coding.decode('latin-1')[:40]!r})"
+    return None
+
+
+_JSON_TYPE_LINE = b"\r\ncontent-type: application/json"
+_STREAM_TYPE_LINE = b"\r\ncontent-type: text/event-stream"
+_EMPTY_LINE = b"\r\ncontent-length: 0\r\n"
+_TE_LINE = b"\r\ntransfer-encoding:"
+_CHUNKED_LINE = b"\r\ntransfer-encoding: chunked\r\n"
+
+
+def _header(lower: bytes, name: bytes) -> bytes:
+    """A header's value from a lowercased head (b"" when absent)."""
+    at = lower.find(b"\r\n" + name + b":")
+    if at < 0:
+        return b""
+    start = at + len(name) + 3
+    return lower[start : lower.find(b"\r\n", start)].strip()
+
+
+def _content_length(lower: bytes) -> int:
+    value = _header(lower, b"content-length")
+    return int(value) if value.isdigit() else -1
+
+
+def _redacted(ex: Exchange, data: bytes) -> bytes:
+    """An error relayed from a provider never carries the provider's key, even if it echoed it."""
+    route = ex.route
+    key = route.provider.api_key if route is not None else None
+    if key and data:
+        secret = key.encode("latin-1", "replace")
+        if secret in data:
+            return data.replace(secret, b"*" * len(secret))  # same length: content-length stays right
+    return data
+
+
+def _end_of_stream(ex: Exchange, data: bytes) -> bytes:
+    """The last bytes of a relayed stream: a provider that ended it without its terminator has
+    its stream closed with an error event, never a clean end that looks like success."""
+    if _stream_completed(ex, None):
+        return data
+    if ex.api == ANTHROPIC:
+        event = adapt.anthropic_stream_error("the provider ended the stream before it was complete", 502)
+    else:
+        event = b"data: " + openai_error_body("the provider ended the stream before it was complete",
+                                              "server_error", "upstream_stream_incomplete") + b"\n\n"  # fmt: skip
+    if ex.close_delimited:
+        return data + event
+    if data.endswith(LAST_CHUNK):
+        return data[: -len(LAST_CHUNK)] + chunk(event) + LAST_CHUNK
+    return data
 
 
 def on_decoded_head(ex: Exchange, conn: UpstreamProtocol) -> None:
@@ -357,10 +447,14 @@ def _our_headers(ex: Exchange) -> bytes:
     return ours
 
 
-def on_upstream_data(ex: Exchange, data: bytes) -> None:
+def on_upstream_data(ex: Exchange, data: bytes, last: bool = False) -> None:
     """Relay body bytes exactly as the provider framed them, as they arrive."""
     ex.tail_prev = ex.tail  # usage is read from the tail when the response ends
     ex.tail = data
+    if last and ex.stream and ex.status == 200:
+        data = _end_of_stream(ex, data)
+    elif ex.status >= 400:
+        data = _redacted(ex, data)
     ex.downstream.write(data)
     if ex.followers is not None:
         caching.on_leader_data(ex, data)
@@ -379,13 +473,21 @@ def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> No
         except errors.UpstreamError as exc:  # e.g. a 200 whose body is not JSON: nothing was sent yet
             if reusable:
                 conn.pool.release(conn)
-            attempt_failed(ex, route, Failure.MALFORMED, 0.0, exc)
+            attempt_failed(ex, route, F_MALFORMED, 0.0, exc)
             return
         ex.head_sent = True
         if not ex.t_relayed:
             ex.t_relayed = perf_counter()
-    ex.clean = True
     now = gateway.loop.time()
+    if ex.stream and ex.status == 200 and not _stream_completed(ex, translation):
+        # The provider ended its 200 stream with its own error event, or without its
+        # terminator: the client has what the provider sent; the route failed all the same.
+        ex.gen.router.on_failure(route.id, F_BROKEN, 0.0, now)
+        if reusable:
+            conn.pool.release(conn)
+        finish(ex)
+        return
+    ex.clean = True
     if ex.status < 400:
         if translation is not None:
             _account(ex, translation.tokens_in, translation.tokens_out)
@@ -395,10 +497,18 @@ def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> No
     elif is_route_failure(ex.status):
         pass  # already recorded when the head arrived
     else:
-        ex.gen.router.on_failure(route.id, Failure.CLIENT, 0.0, now)
+        ex.gen.router.on_failure(route.id, F_CLIENT, 0.0, now)
     if reusable:
         conn.pool.release(conn)
     finish(ex)
+
+
+def _stream_completed(ex: Exchange, translation: adapt.Translation | None) -> bool:
+    """Did the provider end its stream as a finished answer ends?"""
+    if translation is not None:
+        return translation.completed
+    marker = b"message_stop" if ex.api == ANTHROPIC else b"data: [DONE]"
+    return marker in ex.tail_prev[-64:] + ex.tail  # the terminator may straddle the last two reads
 
 
 def _account(ex: Exchange, tokens_in: int, tokens_out: int) -> None:
@@ -407,7 +517,7 @@ def _account(ex: Exchange, tokens_in: int, tokens_out: int) -> None:
     assert route is not None
     ex.tokens_in = tokens_in
     ex.tokens_out = tokens_out
-    ex.cost_nusd = cost_nusd(tokens_in, tokens_out, route.input_per_mtok, route.output_per_mtok)
+    ex.cost_nusd = cost_nusd_at(tokens_in, tokens_out, route.input_pusd, route.output_pusd)
 
 
 def on_upstream_error(ex: Exchange, conn: UpstreamProtocol, exc: errors.UpstreamError) -> None:
@@ -426,14 +536,14 @@ def on_upstream_error(ex: Exchange, conn: UpstreamProtocol, exc: errors.Upstream
         ex.gen.pools[route.provider.id].connect_new(ex, route)
         return
     if ex.head_sent:
-        ex.gen.router.on_failure(route.id, Failure.BROKEN, 0.0, ex.gateway.loop.time())
+        ex.gen.router.on_failure(route.id, F_BROKEN, 0.0, ex.gateway.loop.time())
         ex.upstream = conn  # for the chunk-boundary check in fail()
         fail(ex, exc)
         ex.upstream = None
         return
-    kind = Failure.TIMEOUT if isinstance(exc, errors.UpstreamTimeout) else Failure.MALFORMED
+    kind = F_TIMEOUT if isinstance(exc, errors.UpstreamTimeout) else F_MALFORMED
     if isinstance(exc, errors.UpstreamClosed):
-        kind = Failure.CONNECT if not conn.status else Failure.MALFORMED
+        kind = F_CONNECT if not conn.status else F_MALFORMED
     attempt_failed(ex, route, kind, 0.0, exc)
 
 

@@ -17,7 +17,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING
 
 from proxy import errors, pipeline
-from proxy.upstream import ConnState, UpstreamProtocol
+from proxy.upstream import ACTIVE, CLOSED, IDLE, UpstreamProtocol
 from proxy.wire import JSON_TYPE
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class Pool:
             oldest_ok = self.loop.time() - self.provider.pool_idle_timeout_s
             while idle:
                 conn = idle.pop()
-                if conn.released_at >= oldest_ok and conn.state == ConnState.IDLE:
+                if conn.released_at >= oldest_ok and conn.state == IDLE:
                     conn.reused = True
                     return conn
                 conn.close()
@@ -75,14 +75,14 @@ class Pool:
         while self.waiters:
             ex, route, _ = self.waiters.popleft()
             if not ex.done:
-                conn.state = ConnState.ACTIVE
+                conn.state = ACTIVE
                 conn.reused = True
                 pipeline.send(ex, conn, route)
                 return
         if self.retired:
             conn.close()
             return
-        conn.state = ConnState.IDLE
+        conn.state = IDLE
         conn.released_at = self.loop.time()
         self.idle.append(conn)
 
@@ -168,9 +168,14 @@ class Pool:
             reason = exc.strerror or type(exc).__name__
             pipeline.on_connect_failed(ex, route, errors.ConnectError(f"cannot connect to provider {provider.name!r}: {reason}"))
             return
+        if conn.state == CLOSED or conn.transport is None or conn.transport.is_closing():
+            # Accepted, then closed or reset at once: its connection_lost has done (or will do)
+            # the pool's bookkeeping; this attempt failed to connect.
+            pipeline.on_connect_failed(ex, route, errors.ConnectError(f"provider {provider.name!r} closed the connection at once"))
+            return
         self.opened_total += 1
         ex.t_waited += perf_counter() - started
-        conn.state = ConnState.ACTIVE
+        conn.state = ACTIVE
         pipeline.send(ex, conn, route)  # releases it again if the attempt was abandoned meanwhile
 
 

@@ -50,13 +50,18 @@ class ConnState(IntEnum):
     CLOSED = 3
 
 
+# The states as plain module constants for the request path: on CPython 3.11 reading an enum
+# member through its class goes through EnumType.__getattr__, 144 ns against 12 ns (timeit).
+NEW, IDLE, ACTIVE, CLOSED = ConnState.NEW, ConnState.IDLE, ConnState.ACTIVE, ConnState.CLOSED
+
+
 class UpstreamProtocol(asyncio.Protocol):
     """One keep-alive connection to a provider."""
 
     __slots__ = (
         "pool", "loop", "transport", "parser", "decoder", "translation", "state", "ex", "route", "reused",
         "released_at", "retry_after",
-        "status", "head", "head_done", "message_done", "keep_alive", "in_chunk",
+        "status", "head", "head_bytes", "head_done", "message_done", "keep_alive", "in_chunk",
         "deadline", "timer_at", "total_deadline", "timer", "read_paused",
     )  # fmt: skip
 
@@ -68,7 +73,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.decoder: httptools.HttpResponseParser | None = None  # made on first use: see `_Decoded`
         self.translation: Translation | None = None  # set when this response must be translated
         self.retry_after = 0.0
-        self.state = ConnState.NEW
+        self.state = NEW
         self.ex: Exchange | None = None
         self.route: Route | None = None  # the route of the attempt this connection carries
         self.reused = False
@@ -76,6 +81,7 @@ class UpstreamProtocol(asyncio.Protocol):
         # per response
         self.status = 0
         self.head = b""  # the response head while it is still arriving
+        self.head_bytes = 0  # bytes received before the head was complete (the decoded path)
         self.head_done = False  # the head has been handed to the pipeline
         self.message_done = False
         self.keep_alive = False
@@ -114,7 +120,7 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         if self.head_done:
             self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
-            pipeline.on_upstream_data(ex, data)
+            pipeline.on_upstream_data(ex, data, self.message_done)
         else:
             if not self.head:
                 ex.t_upstream = perf_counter()
@@ -131,9 +137,9 @@ class UpstreamProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.state == ConnState.CLOSED:
+        if self.state == CLOSED:
             return
-        self.state = ConnState.CLOSED
+        self.state = CLOSED
         self._cancel_timer()
         if self.ex is not None:
             self._fail(errors.UpstreamClosed(f"provider {self.pool.provider.name!r} closed the connection"))
@@ -157,10 +163,15 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # called by the pool and the pipeline
 
-    def send(self, ex: Exchange, head: bytes, body: bytes, translation: Translation | None) -> None:
-        """Write one request and wait for its response (decoded for `translation`, else relayed raw)."""
+    def send(
+        self, ex: Exchange, head: bytes, body: bytes, translation: Translation | None, head_deadline_s: float
+    ) -> None:
+        """Write one request and wait for its response (decoded for `translation`, else relayed raw).
+
+        `head_deadline_s`: how long the response head may take (the provider's first-byte
+        timeout, or the model's shorter attempt deadline so another route can be tried)."""
         provider = self.pool.provider
-        self.state = ConnState.ACTIVE
+        self.state = ACTIVE
         self.ex = ex
         self.translation = translation
         if translation is not None and self.decoder is None:
@@ -168,6 +179,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.retry_after = 0.0
         self.status = 0
         self.head = b""
+        self.head_bytes = 0
         self.head_done = False
         self.message_done = False
         self.in_chunk = False
@@ -175,9 +187,10 @@ class UpstreamProtocol(asyncio.Protocol):
         self.transport.writelines((head, body))  # one writev: head and body in one segment
         now = self.loop.time()
         self.total_deadline = now + provider.total_timeout_s
-        self.deadline = min(now + provider.first_byte_timeout_s, self.total_deadline)
+        first_byte = min(provider.first_byte_timeout_s, head_deadline_s)
+        self.deadline = min(now + first_byte, self.total_deadline)
         # Schedule no later than any deadline this request can reach, so later moves are free.
-        soonest = now + provider.soonest_timeout_s
+        soonest = now + min(provider.soonest_timeout_s, first_byte)
         if soonest < self.timer_at:
             self._schedule(soonest)
 
@@ -195,7 +208,7 @@ class UpstreamProtocol(asyncio.Protocol):
         """Close for good; the pool forgets the connection in `connection_lost`."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-        if self.state != ConnState.ACTIVE:
+        if self.state != ACTIVE:
             self.connection_lost(None)
 
     def detach(self) -> None:
@@ -207,8 +220,13 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def _decode(self, ex: Exchange, data: bytes) -> None:
         # The translated path: the decoder's callbacks hand the pipeline decoded body pieces.
-        if not self.head_done and not self.status:
-            ex.t_upstream = perf_counter()
+        if not self.head_done:
+            if not self.head_bytes:
+                ex.t_upstream = perf_counter()
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:  # httptools would join an endless header in memory
+                self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an oversized head"))
+                return
         assert self.decoder is not None
         try:
             self.decoder.feed_data(data)
@@ -240,17 +258,17 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def _on_head_bytes(self, ex: Exchange, data: bytes) -> None:
         head = self.head + data if self.head else data
-        if self.status < 200:  # the head is incomplete, or was an interim 1xx
+        while head[9:10] == b"1" and head.startswith(b"HTTP/1."):  # interim 1xx heads: the real one follows
             end = head.find(_END_OF_HEAD)
-            if self.status and end >= 0:  # drop a 1xx head; the real one follows
-                head = head[end + 4 :]
-                self.status = 0
+            if end < 0:
+                break
+            head = head[end + 4 :]
+        if self.status < 200:  # the parser has not seen the whole final head yet
             if len(head) > MAX_HEAD_BYTES:
                 self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an oversized head"))
                 return
             self.head = head
-            if not self.status:
-                return
+            return
         end = head.find(_END_OF_HEAD) + 4
         self.head = b""
         self.head_done = True
@@ -266,7 +284,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.deadline = INF
         self.resume_reading()
         if reusable:
-            self.state = ConnState.IDLE
+            self.state = IDLE
         pipeline.on_upstream_done(ex, self, reusable)
         if not reusable:
             self.close()

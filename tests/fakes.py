@@ -109,6 +109,12 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # every write "reached" the peer
+
+    def abort(self) -> None:
+        self.close()
+
     def pause_reading(self) -> None:
         self.read_paused = True
 

@@ -44,6 +44,8 @@ class Mode(enum.IntEnum):
 
 
 _MODES = {"never": Mode.NEVER, "deterministic": Mode.DETERMINISTIC, "always": Mode.ALWAYS}
+# Module constants for `plan`: reading an enum member through its class costs ~150 ns on 3.11 (EnumType.__getattr__).
+_NEVER, _DETERMINISTIC = Mode.NEVER, Mode.DETERMINISTIC
 
 
 def parse_mode(value: object, where: str) -> Mode:
@@ -156,7 +158,7 @@ class Planner:
         if not self._enabled:
             return BYPASS_PLAN
         mode = self._model_modes.get(model, self._default_mode)
-        if mode is Mode.NEVER or (mode is Mode.DETERMINISTIC and not is_deterministic(fmt, body)):
+        if mode is _NEVER or (mode is _DETERMINISTIC and not is_deterministic(fmt, body)):
             return BYPASS_PLAN
         if cache_control is None and ttl_header is None:
             return self._normal

@@ -289,9 +289,16 @@ class Router:
             breaker.roll_window(t, r, b)
         t.win_req[r] += 1
         t.win_err[r] += 1
-        t.consecutive[r] += 1
         if retry_after_s > 0.0 and HONOURS_RETRY_AFTER[kind]:
+            # The provider said when to come back: that cool-down is the whole answer. Counting
+            # it as a breaker failure too would let one burst of 429s, seen by N requests in
+            # flight, shut the route for breaker_cooldown_s instead of the time it asked for.
             t.until[r] = max(t.until[r], now + min(retry_after_s, m.cooldown_max))
+            if t.probes_out[r] > 0:
+                t.probes_out[r] -= 1  # a half-open probe told to wait: the next one may try later
+            m.rank_due = m.next_rank
+            return
+        t.consecutive[r] += 1
         st = t.state[r]
         if st == CLOSED:
             if t.consecutive[r] >= m.failures or breaker.window_trips(t, r, x, m.min_requests, m.error_rate):

@@ -38,7 +38,7 @@ key                         default     meaning
 ``half_open_probes``        1           probes let through while half-open; that many
                                         successes close the breaker, one failure re-opens it
 ``max_attempts``            3           routes tried per request (first attempt included)
-``attempt_deadline_s``      60.0        time for one attempt to produce its response head;
+``attempt_deadline_s``      600.0       time for one attempt to produce its response head;
                                         a non-streaming response only sends its head when
                                         generation ends, so size this for long completions
 ``hedge_after_ms``          0 (off)     start a second attempt on the next route when the
@@ -86,7 +86,7 @@ class RouterSettings:
     breaker_cooldown_max_s: float = 300.0
     half_open_probes: int = 1
     max_attempts: int = 3
-    attempt_deadline_s: float = 60.0
+    attempt_deadline_s: float = 600.0
     hedge_after_ms: float = 0.0
 
     @classmethod
