@@ -164,7 +164,7 @@ STORES: dict[str, Callable[[int], Any]] = {
 
 
 def _small_entry() -> CacheEntry:
-    return CacheEntry(OPENAI_CHAT, b'{"id":"x"}', b"data: {}\n\n", None)
+    return CacheEntry(OPENAI_CHAT, b'{"id":"x"}')
 
 
 @pytest.mark.benchmark(group="store-hit")

@@ -36,13 +36,6 @@ _STREAM_HEAD = STATUS_LINE[200] + _SSE_TYPE + CHUNKED + NO_BUFFERING
 _JSON_TYPE = b"content-type: application/json\r\n"
 
 
-def _send(ex: Exchange, data: bytes) -> None:
-    if ex.followers:
-        caching.relay(ex, data)  # live cache followers get the same stream
-    else:
-        ex.downstream.write(data)
-
-
 def provider_api(provider: ProviderSettings) -> int:
     """The API format a provider speaks."""
     return ANTHROPIC if provider.kind == "anthropic" else OPENAI
@@ -95,7 +88,9 @@ def _spliced(ex: Exchange, route: Route, upstream_model: str) -> bytes:
 class Translation:
     """Rebuilds one upstream response in the client's format, from its decoded body."""
 
-    __slots__ = ("ex", "client_api", "model", "status", "extra", "stream", "parts", "size", "tokens_in", "tokens_out")
+    __slots__ = (
+        "ex", "client_api", "model", "status", "extra", "stream", "parts", "size", "tokens_in", "tokens_out", "outbox",
+    )  # fmt: skip
 
     def __init__(self, ex: Exchange, client_api: int, model: str) -> None:
         self.ex = ex
@@ -108,6 +103,24 @@ class Translation:
         self.size = 0
         self.tokens_in = 0
         self.tokens_out = 0
+        self.outbox: list[bytes] = []  # what one upstream read produced, written once by `flush`
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the client; `flush` writes everything one upstream read produced at once."""
+        self.outbox.append(data)
+
+    def flush(self) -> None:
+        """One write per upstream read: 20 SSE events in one read were 20 syscalls (strace, bench/)."""
+        outbox = self.outbox
+        if not outbox:
+            return
+        data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+        outbox.clear()
+        ex = self.ex
+        if ex.followers:
+            caching.relay(ex, data)  # live cache followers get the same stream
+        else:
+            ex.downstream.write(data)
 
     def head(self, status: int, ours: bytes) -> bool:
         """The upstream head was accepted: start the client's response if it streams (True then)."""
@@ -131,7 +144,7 @@ class Translation:
         if stream is not None:
             out = stream.feed(data)
             if out:
-                _send(self.ex, chunk(out))
+                self.send(chunk(out))
                 if self.ex.capture is not None:
                     self.ex.capture.append(out)  # the client-format stream, for the cache
             return
@@ -146,7 +159,8 @@ class Translation:
         stream = self.stream
         if stream is not None:
             out = stream.close()  # b"" after a clean end; an error frame if the upstream cut it short
-            _send(ex, (chunk(out) if out else b"") + LAST_CHUNK)
+            self.send((chunk(out) if out else b"") + LAST_CHUNK)
+            self.flush()
             self.tokens_in, self.tokens_out = stream.input_tokens, stream.output_tokens
             if stream.errored:
                 ex.close_after = True
@@ -235,7 +249,7 @@ class UsageOnly(Translation):
         if b"data: [DONE]" in data:
             self.done_seen = True
         if self.parser.idle and data.endswith(b"\n\n") and b'"choices":[]' not in data:
-            _send(ex, chunk(data))  # whole events, none of them the usage chunk: no parsing
+            self.send(chunk(data))  # whole events, none of them the usage chunk: no parsing
             return
         kept = []
         for _name, payload in self.parser.feed(data):
@@ -248,7 +262,7 @@ class UsageOnly(Translation):
                 continue
             kept.append(b"data: " + payload + b"\n\n")
         if kept:
-            _send(ex, chunk(b"".join(kept)))
+            self.send(chunk(b"".join(kept)))
 
     def done(self, ours: bytes) -> None:
         if self.status != 200:
@@ -262,8 +276,9 @@ class UsageOnly(Translation):
             )
             return
         if not self.done_seen:  # the provider ended without its terminator: say so, never end cleanly
-            _send(self.ex, chunk(self.error_event("the provider ended the stream before it was complete", "server_error")))
-        _send(self.ex, LAST_CHUNK)
+            self.send(chunk(self.error_event("the provider ended the stream before it was complete", "server_error")))
+        self.send(LAST_CHUNK)
+        self.flush()
 
     def error_event(self, message: str, type_: str) -> bytes:
         return b"data: " + orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": None}}) + b"\n\n"

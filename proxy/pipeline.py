@@ -644,6 +644,7 @@ def fail(ex: Exchange, exc: errors.GatewayError) -> None:
         return
     conn = ex.upstream
     if ex.translation is not None:
+        ex.translation.flush()
         event = ex.translation.error_event(exc.message, exc.type)
         if event:
             ex.downstream.write(chunk(event) + LAST_CHUNK)

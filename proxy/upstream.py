@@ -242,6 +242,9 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         if self.ex is not ex:
             return  # the head lost a race or failed over: this connection is already dropped
+        translation = self.translation
+        if translation is not None and translation is ex.translation:
+            translation.flush()
         if self.head_done:
             self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
         if self.message_done:

@@ -6,10 +6,13 @@
 # Ctrl-C, SIGTERM or an error. Exit status: 0 when every request succeeded, 1 when some
 # failed, 2 when the stack or the load could not start, 130/143 when interrupted.
 #
-# Later options slot in here: `--scenario` becomes an object driven by `Monitor.tick` (it
-# already runs once per second in this thread, next to `Stack.mock_config` and
-# `Stack.stats`), `--repeat-ratio` a field of `workload.Workload`, `--soak` a long
-# `--duration` with periodic reports (the load generator's memory use is constant).
+# `--scenario` (sim/scenario.py) degrades one mock mid-run: its `Driver` runs from
+# `Monitor.tick` in this thread (the load process then reports every 0.1 s) and changes the
+# mock over HTTP; the gateway gets router settings that react within seconds. Every run tracks
+# each response's x-llm-edge-provider and x-cache headers, so the report shows who answered
+# over time and the cache hit rate. `--repeat-ratio` makes that share of the requests repeat
+# earlier ones (temperature 0, so they are cacheable). A failover run with any client error
+# exits 1 like any other run with errors: fallback must hide the failing provider completely.
 from __future__ import annotations
 
 import argparse
@@ -21,12 +24,15 @@ from typing import Any
 
 import orjson
 
-from sim import loadgen, report, workload
+from sim import loadgen, report, scenario, workload
 from sim.procs import StartError
 from sim.stack import Stack
 
 DEFAULT_REQUESTS = 5000
 DEFAULT_CONCURRENCY = 32
+# A scenario needs time for the router to react: by default an open loop at a steady rate.
+SCENARIO_DURATION = 6.0
+SCENARIO_RATE = 500.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class Settings:
     gateway_loop: str | None
     json: bool
     quiet: bool
+    scenario: str | None = None
+    repeat_ratio: float = 0.0
 
     def mode(self) -> str:
         """"open" with a fixed arrival rate, else "closed"."""
@@ -72,12 +80,25 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     work = p.add_argument_group("workload")
     work.add_argument("--stream", action="store_true", help="streamed requests (SSE, with include_usage)")
     work.add_argument("--tokens", type=int, default=16, help="completion tokens per mock answer (default 16)")
+    work.add_argument("--repeat-ratio", type=float, default=0.0, metavar="R",
+                      help="share of requests (0 <= R < 1) that repeat an earlier prompt, at temperature 0, "
+                           "to measure the gateway's response cache")
+    scen = p.add_argument_group("scenario")
+    scen.add_argument("--scenario", choices=scenario.NAMES,
+                      help="degrade the preferred mock mid-run: failover (500s from 1/3 to 2/3 of the run), "
+                           "slowdown (TTFT above the SLA from 1/3 to 2/3) or steady (no change); default load "
+                           f"{SCENARIO_RATE:g} req/s for {SCENARIO_DURATION:g}s")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the report as one JSON object")
     out.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     a = p.parse_args(argv)
+    if a.scenario and a.requests is None and a.duration is None and a.rate is None:
+        a.duration, a.rate = SCENARIO_DURATION, SCENARIO_RATE
+        a.connections = a.connections or 64
     if a.requests is None and a.duration is None:
         a.requests = DEFAULT_REQUESTS
+    if not 0.0 <= a.repeat_ratio < 1.0:
+        p.error("--repeat-ratio must be >= 0 and < 1")
     for name in ("requests", "concurrency", "connections", "tokens"):
         value = getattr(a, name)
         if value is not None and value < 1:
@@ -89,48 +110,73 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     return Settings(
         requests=a.requests, duration=a.duration, concurrency=a.concurrency, rate=a.rate, connections=a.connections,
         stream=a.stream, tokens=a.tokens, timeout=a.timeout, loadgen_cpu=a.loadgen_cpu, gateway_cpu=a.gateway_cpu,
-        gateway_loop=a.gateway_loop, json=a.json, quiet=a.quiet,
+        gateway_loop=a.gateway_loop, json=a.json, quiet=a.quiet, scenario=a.scenario, repeat_ratio=a.repeat_ratio,
     )
 
 
 class Monitor:
-    """Receives the load process's progress once per second (in this thread)."""
+    """Receives the load process's progress (in this thread): drives the scenario, shows progress."""
 
-    __slots__ = ("quiet",)
+    __slots__ = ("driver", "last_done", "last_print", "quiet")
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, driver: scenario.Driver | None = None) -> None:
         self.quiet = quiet
+        self.driver = driver
+        self.last_print = 0.0
+        self.last_done = 0
 
     def tick(self, p: loadgen.Progress) -> None:
-        """Show live progress on stderr."""
-        if not self.quiet:
+        """Fire due scenario events; show live progress on stderr about once per second."""
+        fired = self.driver.tick(p) if self.driver is not None else []
+        if self.quiet:
+            return
+        for e in fired:
+            print(f"[sim] {e['at_s']:5.1f}s  scenario: {e['provider']} {e['label']}", file=sys.stderr, flush=True)
+        if p.elapsed_s - self.last_print >= 0.95 or self.driver is None:
+            interval = p.elapsed_s - self.last_print
+            rps = (p.done - self.last_done) / interval if interval > 0 else p.rps
+            self.last_print, self.last_done = p.elapsed_s, p.done
             print(f"[sim] {p.elapsed_s:5.1f}s  done {p.done}  ok {p.ok}  errors {p.errors}  "
-                  f"in-flight {p.in_flight}  rps {p.rps:.0f}", file=sys.stderr, flush=True)
+                  f"in-flight {p.in_flight}  rps {rps:.0f}", file=sys.stderr, flush=True)
 
 
 def load_spec(s: Settings, host: str, port: int) -> loadgen.LoadSpec:
     """The load generator's spec for this run, with its prebuilt workload."""
     planned = s.requests if s.rate is None or s.duration is None else int(s.rate * s.duration)
     unique = min(planned or workload.MAX_UNIQUE, workload.MAX_UNIQUE)
-    payloads = workload.build(workload.Workload(stream=s.stream, unique=unique), f"{host}:{port}")
+    gap = max(64, 2 * max(s.concurrency, s.connections or 0))  # repeats come after their original was answered
+    w = workload.Workload(stream=s.stream, unique=unique, repeat_ratio=s.repeat_ratio, repeat_gap=gap)
+    payloads = workload.build(w, f"{host}:{port}")
     return loadgen.LoadSpec(
         host=host, port=port, payloads=payloads, concurrency=s.concurrency, requests=s.requests,
-        duration=s.duration, rate=s.rate, connections=s.connections, timeout=s.timeout,
+        duration=s.duration, rate=s.rate, connections=s.connections, timeout=s.timeout, track=True,
+        progress_interval=scenario.PROGRESS_INTERVAL_S if s.scenario else 1.0,
     )
 
 
 def simulate(s: Settings) -> dict[str, Any]:
     """Run the whole simulation and return the report dict (raises StartError/LoadgenError)."""
     gateway_cpus = loadgen.parse_cpus(s.gateway_cpu) if s.gateway_cpu else None
-    with Stack(tokens=s.tokens, gateway_loop=s.gateway_loop, gateway_cpus=gateway_cpus) as stack:
+    router = scenario.ROUTER if s.scenario else None
+    with Stack(tokens=s.tokens, gateway_loop=s.gateway_loop, gateway_cpus=gateway_cpus, router=router) as stack:
         host, port = stack.gateway_addr
         if not s.quiet:
             mocks = ", ".join(f"{p.name} {h}:{pt} (ttft {p.ttft_ms:g} ms)"
                               for p, (h, pt) in zip(stack.providers, stack.mock_addrs))
             print(f"[sim] gateway {host}:{port}; mocks {mocks}", file=sys.stderr, flush=True)
         spec = load_spec(s, host, port)
+        driver = None
+        if s.scenario:
+            driver = scenario.Driver(s.scenario, scenario.events(s.scenario, stack.providers),
+                                     lambda name, changes: stack.mock_config(name, **changes),
+                                     duration=s.duration if s.rate is not None or s.requests is None else None,
+                                     requests=spec.planned())  # fmt: skip
+            if not s.quiet:
+                for e in driver.events:
+                    print(f"[sim] scenario {s.scenario}: {e.provider} {e.label} at {e.at:.0%} of the run",
+                          file=sys.stderr, flush=True)
         cpus = loadgen.parse_cpus(s.loadgen_cpu) if s.loadgen_cpu else None
-        results = loadgen.run_process(spec, cpu=cpus, progress=Monitor(s.quiet).tick)
+        results = loadgen.run_process(spec, cpu=cpus, progress=Monitor(s.quiet, driver).tick)
         if results.errors and not s.quiet and stack.gateway is not None:
             print(f"[sim] {results.errors} requests failed; gateway log tail:\n{stack.gateway.log_tail(15)}",
                   file=sys.stderr)
@@ -142,10 +188,14 @@ def simulate(s: Settings) -> dict[str, Any]:
                 print(f"[sim] the gateway died:\n{stack.gateway.log_tail()}", file=sys.stderr)
             stats = None
     run = asdict(s)
-    run.update(mode=s.mode(), connections=spec.slots())
+    run.update(mode=s.mode(), connections=spec.slots(), track=True)
     for key in ("json", "quiet", "loadgen_cpu", "gateway_cpu"):
         del run[key]
-    return report.build(results, stats, run)
+    rep = report.build(results, stats, run)
+    if driver is not None:
+        rep["scenario"] = driver.describe()
+        rep["scenario"]["router"] = dict(scenario.ROUTER)
+    return rep
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:

@@ -14,6 +14,10 @@
 # scheduled time, so a slow server cannot hide its queueing (no coordinated omission). One
 # watchdog tick (every <=100 ms) enforces the per-request timeout, times out requests queued
 # too long, emits progress and detects the end of the run.
+#
+# With `track`, each response's x-llm-edge-provider and x-cache headers are kept on the
+# connection and counted when it completes (a few dict operations per response, off by
+# default so pure throughput runs pay nothing), into time buckets for the simulator's timeline.
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +30,7 @@ from time import perf_counter
 import httptools
 
 from sim.hist import Histogram
-from sim.results import ERROR_KINDS, Progress, Results
+from sim.results import CACHE_TIMED, ERROR_KINDS, FROM_CACHE, NO_PROVIDER, TIMELINE_HZ, Progress, Results
 
 _RETRY_DELAY = 0.01  # seconds before reopening a connection after a failed connect
 _TICK_MAX = 0.1  # watchdog period ceiling (seconds)
@@ -64,6 +68,7 @@ class LoadSpec:
     terminator: bytes = b"data: [DONE]"
     progress_interval: float = 1.0
     loop: str = "uvloop"  # "uvloop" or "asyncio"
+    track: bool = False  # count x-llm-edge-provider / x-cache per response (see module header)
 
     def validate(self) -> None:
         """Raise :class:`LoadgenError` if the spec cannot run."""
@@ -103,7 +108,8 @@ class LoadSpec:
 class _Conn(asyncio.Protocol):
     """One client connection: writes a request, parses its response, reports to the run."""
 
-    __slots__ = ("run", "transport", "parser", "busy", "closed", "t0", "t_first", "sse", "seen_end", "tail")
+    __slots__ = ("run", "transport", "parser", "busy", "closed", "t0", "t_first", "sse", "seen_end", "tail",
+                 "provider", "cache")
 
     def __init__(self, run: _Run) -> None:
         # per-connection state
@@ -118,6 +124,8 @@ class _Conn(asyncio.Protocol):
         self.sse = False
         self.seen_end = False
         self.tail = b""
+        self.provider = b""  # x-llm-edge-provider of the response (tracked runs)
+        self.cache = b""  # x-cache of the response (tracked runs)
 
     # asyncio.Protocol interface
 
@@ -144,8 +152,15 @@ class _Conn(asyncio.Protocol):
     # parser callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:  # noqa: D102
-        if len(name) == 12 and name.lower() == b"content-type" and b"event-stream" in value:
-            self.sse = self.run.need_end  # an event stream must end with the terminator
+        n = len(name)
+        if n == 12:
+            if name.lower() == b"content-type" and b"event-stream" in value:
+                self.sse = self.run.need_end  # an event stream must end with the terminator
+        elif self.run.track:
+            if n == 19 and name.lower() == b"x-llm-edge-provider":
+                self.provider = value
+            elif n == 7 and name.lower() == b"x-cache":
+                self.cache = value
 
     def on_body(self, body: bytes) -> None:  # noqa: D102
         if self.t_first == 0.0:
@@ -173,6 +188,7 @@ class _Conn(asyncio.Protocol):
         self.sse = False
         self.seen_end = False
         self.tail = b""
+        self.provider = self.cache = b""
         self.transport.write(payload)  # type: ignore[union-attr]
 
 
@@ -185,6 +201,7 @@ class _Run:
         "errors", "conns", "idle", "pending", "connecting", "tasks", "terminator", "need_end",
         "t_start", "t_end", "sched_i", "rate", "finished", "tick_handle", "sched_handle",
         "last_progress", "last_done", "all_closed", "keep",
+        "track", "timeline", "timeline_errors", "cache", "cache_latency",
     )
 
     def __init__(self, spec: LoadSpec, loop: asyncio.AbstractEventLoop, progress: Callable[[Progress], None] | None):
@@ -213,6 +230,11 @@ class _Run:
         self.send_lag = Histogram()
         self.status: dict[int, int] = {}
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
+        self.track = spec.track
+        self.timeline: dict[int, dict[str, int]] = {}
+        self.timeline_errors: dict[int, int] = {}
+        self.cache: dict[str, int] = {}
+        self.cache_latency: dict[str, Histogram] = {k: Histogram() for k in CACHE_TIMED} if spec.track else {}
         # connections
         self.conns: set[_Conn] = set()
         self.idle: list[_Conn] = []
@@ -236,7 +258,8 @@ class _Run:
         """A response finished: record it, then reuse the connection or let it go."""
         now = perf_counter()
         t0 = conn.t0
-        self.latency.record((now - t0) * 1e6)
+        latency_us = (now - t0) * 1e6
+        self.latency.record(latency_us)
         self.ttfb.record(((conn.t_first or now) - t0) * 1e6)
         parser = conn.parser
         code = parser.get_status_code()
@@ -244,13 +267,17 @@ class _Run:
         st[code] = st.get(code, 0) + 1
         conn.busy = False
         self.done += 1
+        ok = False
         if 200 <= code < 300:
             if not conn.sse or conn.seen_end:
                 self.ok += 1
+                ok = True
             else:
                 self.errors["stream"] += 1
         else:
             self.errors["http"] += 1
+        if self.track:
+            self._track(conn, now, ok, latency_us)
         if parser.should_keep_alive():
             self._dispatch(conn, now)
         else:
@@ -264,6 +291,8 @@ class _Run:
             conn.busy = False
             self.done += 1
             self.errors[kind] += 1
+            if self.track:
+                self._track_error(perf_counter())
         conn.closed = True
         if conn.transport is not None:
             conn.transport.abort()
@@ -275,6 +304,8 @@ class _Run:
             conn.busy = False
             self.done += 1
             self.errors["reset"] += 1
+            if self.track:
+                self._track_error(perf_counter())
         conn.closed = True
         self.conns.discard(conn)
         try:
@@ -287,6 +318,32 @@ class _Run:
             return
         self._replenish()
         self._check_finish()
+
+    # tracking (only with spec.track)
+
+    def _track(self, conn: _Conn, now: float, ok: bool, latency_us: float) -> None:
+        if ok:
+            b = int((now - self.t_start) * TIMELINE_HZ)
+            per = self.timeline.get(b)
+            if per is None:
+                per = self.timeline[b] = {}
+            if conn.provider:
+                name = conn.provider.decode("latin-1")
+            else:
+                name = FROM_CACHE if conn.cache.strip().upper() == b"HIT" else NO_PROVIDER
+            per[name] = per.get(name, 0) + 1
+        else:
+            self._track_error(now)
+        if conn.cache:
+            value = conn.cache.decode("latin-1").strip().upper()
+            self.cache[value] = self.cache.get(value, 0) + 1
+            hist = self.cache_latency.get(value)
+            if hist is not None and ok:
+                hist.record(latency_us)
+
+    def _track_error(self, now: float) -> None:
+        b = int((now - self.t_start) * TIMELINE_HZ) if self.t_start else 0
+        self.timeline_errors[b] = self.timeline_errors.get(b, 0) + 1
 
     # internal: what a free connection does next
 
@@ -389,10 +446,14 @@ class _Run:
                 self.pending.popleft()
                 self.done += 1
                 self.errors["connect"] += 1
+                if self.track:
+                    self._track_error(perf_counter())
         elif self._more_to_issue():
             self.issued += 1
             self.done += 1
             self.errors["connect"] += 1
+            if self.track:
+                self._track_error(perf_counter())
         self._check_finish()
         if not self.finished.done():
             self.loop.call_later(_RETRY_DELAY, self._replenish)
@@ -408,6 +469,8 @@ class _Run:
             pending.popleft()
             self.done += 1
             self.errors["timeout"] += 1
+            if self.track:
+                self._track_error(now)
         if self.progress is not None and now - self.last_progress >= self.spec.progress_interval:
             self._emit_progress(now)
         self._check_finish()
@@ -481,6 +544,10 @@ class _Run:
             send_lag=self.send_lag,
             status=dict(self.status),
             error_kinds={k: v for k, v in self.errors.items() if v},
+            timeline=self.timeline,
+            timeline_errors=self.timeline_errors,
+            cache=dict(self.cache),
+            cache_latency={k: h for k, h in self.cache_latency.items() if h.n},
         )
 
 

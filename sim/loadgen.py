@@ -111,6 +111,8 @@ def spec_argv(spec: LoadSpec) -> list[str]:
         "--progress-interval", repr(spec.progress_interval),
         "--loop", spec.loop,
     ]
+    if spec.track:
+        argv.append("--track")
     for flag, value in (("--requests", spec.requests), ("--duration", spec.duration),
                         ("--rate", spec.rate), ("--connections", spec.connections)):
         if value is not None:
@@ -253,6 +255,8 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--terminator", default="data: [DONE]", help="an event stream succeeds only if it contains this")
     how.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     how.add_argument("--cpu", help="pin this process to CPUs (e.g. 1 or 0,2 or 2-3)")
+    how.add_argument("--track", action="store_true",
+                     help="count x-llm-edge-provider and x-cache per response (timeline, cache hit rate)")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the results as one JSON object")
     out.add_argument("--jsonl", action="store_true", help="machine protocol: progress and results as JSON lines")
@@ -302,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             duration=args.duration, rate=args.rate, connections=args.connections, timeout=args.timeout,
             connect_timeout=args.connect_timeout,
             terminator=args.terminator.encode("latin-1"), progress_interval=args.progress_interval, loop=args.loop,
+            track=args.track,
         )
         progress: Callable[[Progress], None] | None = None
         if args.jsonl:

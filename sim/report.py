@@ -5,11 +5,20 @@
 # (tests and people grep them): "Total Requests:", "Success:", "Errors:", "Total Time:",
 # "RPS:", "Latency p50/p90/p99:", "Overhead p50/p99:", one "Provider NAME:" line each.
 # Unknown keys in /stats are ignored; missing ones show as "n/a".
+# Tracked runs add: "Scenario:" and one "Event at Xs:" line per mock change (with --scenario),
+# "Client Errors:", one "Slice A-Bs:" line per tenth of the run (answers per provider, from
+# each response's x-llm-edge-provider, and errors), and the cache lines "Cache Hit Rate:",
+# "Cache HIT latency p50/p99:", "Cache MISS latency p50/p99:" (or "cache: no x-cache header
+# seen" when the gateway sent none).
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from sim.results import Results
+from sim.results import TIMELINE_HZ, Results
+
+SLICES = 10  # the timeline is shown in tenths of the run
+NO_CACHE_HEADER = "cache: no x-cache header seen"
 
 
 def providers_from_stats(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -30,6 +39,58 @@ def providers_from_stats(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
         p["share"] = round(p["requests"] / total, 4) if total else 0.0
         p["spend_usd"] = round(p["spend_usd"], 9)
     return list(by_name.values())
+
+
+def timeline(results: Results, slices: int = SLICES) -> list[dict[str, Any]]:
+    """Answers per provider and client-visible errors in (up to) `slices` slices of the run.
+
+    Slices are whole numbers of timeline buckets (1/TIMELINE_HZ s), as equal as that allows;
+    a run shorter than `slices` buckets gets one slice per bucket. Anything finishing after
+    the nominal end goes to the last slice.
+    """
+    buckets = set(results.timeline) | set(results.timeline_errors)
+    if not buckets:
+        return []
+    n_buckets = max(round(results.elapsed_s * TIMELINE_HZ), 1)
+    per = math.ceil(n_buckets / slices)
+    count = math.ceil(n_buckets / per)
+    names: list[str] = []
+    for b in sorted(results.timeline):
+        for name in results.timeline[b]:
+            if name not in names:
+                names.append(name)
+    counts: list[dict[str, int]] = [dict.fromkeys(names, 0) for _ in range(count)]
+    errors = [0] * count
+    for b in buckets:
+        i = min(count - 1, b // per)
+        for name, n in results.timeline.get(b, {}).items():
+            counts[i][name] += n
+        errors[i] += results.timeline_errors.get(b, 0)
+    out = []
+    for i in range(count):
+        total = sum(counts[i].values())
+        out.append({
+            "from_s": round(i * per / TIMELINE_HZ, 3),
+            "to_s": round(min((i + 1) * per, n_buckets) / TIMELINE_HZ, 3),
+            "providers": counts[i],
+            "shares": {name: round(n / total, 4) if total else 0.0 for name, n in counts[i].items()},
+            "errors": errors[i],
+        })
+    return out
+
+
+def cache_summary(results: Results) -> dict[str, Any]:
+    """Hit rate and hit/miss latencies from the x-cache headers the responses carried."""
+    counts = dict(results.cache)
+    seen = sum(counts.values())
+    hits = counts.get("HIT", 0)
+    return {
+        "header_seen": seen > 0,
+        "counts": counts,
+        "hits": hits,
+        "hit_rate": round(hits / seen, 4) if seen else 0.0,
+        "latency_us": {k: _pcts(h.summary()) for k, h in sorted(results.cache_latency.items()) if h.n},
+    }
 
 
 def _pcts(summary: dict[str, float]) -> dict[str, float]:
@@ -63,7 +124,20 @@ def build(results: Results, stats: dict[str, Any] | None, run: dict[str, Any]) -
     }
     if results.mode == "open":
         report["send_lag_us"] = _pcts(d["send_lag_us"])
+    if run.get("track"):
+        report["client_errors"] = results.errors
+        report["timeline"] = timeline(results)
+        report["answers_by_provider"] = _answers(results)
+        report["cache"] = cache_summary(results)
     return report
+
+
+def _answers(results: Results) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for b in sorted(results.timeline):
+        for name, n in results.timeline[b].items():
+            out[name] = out.get(name, 0) + n
+    return out
 
 
 def _us(value: Any) -> str:
@@ -102,4 +176,26 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(f"Total Cost: ${report['total_spend_usd']:.6f}")
     lines += [f"Status {code}: {n}" for code, n in report["status"].items()]
     lines += [f"Error {kind}: {n}" for kind, n in report["error_kinds"].items()]
+    scenario = report.get("scenario")
+    if scenario:
+        lines.append(f"Scenario: {scenario['name']}")
+        for e in scenario["events"]:
+            changes = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in e["changes"].items())
+            lines.append(f"Event at {e['at_s']:.2f}s: {e['provider']} {e['label']} ({changes})")
+    if "client_errors" in report:
+        lines.append(f"Client Errors: {report['client_errors']}")
+    for row in report.get("timeline") or ():
+        shares = ", ".join(f"{name} {n} ({row['shares'][name] * 100:.0f}%)" for name, n in row["providers"].items())
+        lines.append(f"Slice {row['from_s']:.1f}-{row['to_s']:.1f}s: {shares or 'no answers'}, errors {row['errors']}")
+    cache = report.get("cache")
+    if cache and (cache["hits"] or report["run"].get("repeat_ratio")):
+        if not cache["header_seen"]:
+            lines.append(NO_CACHE_HEADER)
+        else:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(cache["counts"].items()))
+            lines.append(f"Cache Hit Rate: {cache['hit_rate'] * 100:.1f}% ({counts})")
+            for kind in ("HIT", "MISS"):
+                lat = cache["latency_us"].get(kind)
+                if lat:
+                    lines.append(f"Cache {kind} latency p50/p99: {_us(lat.get('p50'))} / {_us(lat.get('p99'))} µs")
     return "\n".join(lines)

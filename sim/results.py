@@ -3,6 +3,12 @@
 # Rules: pure data, no I/O. Both round-trip through plain JSON-able dicts, because the load
 # generator runs in its own process and hands them back over a pipe. Results from several
 # load processes merge into one (histograms add up; elapsed is the longest run).
+#
+# Tracking (`LoadSpec.track`): each response's `x-llm-edge-provider` and `x-cache` headers are
+# counted. `timeline` maps a time bucket (TIMELINE_HZ per second since the run started, by
+# completion time) to answers per provider; `timeline_errors` counts client-visible failures
+# per bucket the same way; `cache` counts x-cache values; `cache_latency` keeps a latency
+# histogram for HIT and for MISS answers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,6 +21,10 @@ from sim.hist import Histogram
 # loop). parse: malformed HTTP. http: a complete non-2xx response. stream: a 2xx event stream
 # that ended without its terminator (`data: [DONE]`).
 ERROR_KINDS = ("connect", "reset", "timeout", "parse", "http", "stream")
+TIMELINE_HZ = 10  # timeline buckets per second
+NO_PROVIDER = "?"  # a 2xx answer without x-llm-edge-provider
+FROM_CACHE = "(cache)"  # ...that the gateway answered from its cache (x-cache: HIT)
+CACHE_TIMED = ("HIT", "MISS")  # x-cache values whose latency gets a histogram
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,10 @@ class Results:
     send_lag: Histogram = field(default_factory=Histogram)
     status: dict[int, int] = field(default_factory=dict)
     error_kinds: dict[str, int] = field(default_factory=dict)
+    timeline: dict[int, dict[str, int]] = field(default_factory=dict)
+    timeline_errors: dict[int, int] = field(default_factory=dict)
+    cache: dict[str, int] = field(default_factory=dict)
+    cache_latency: dict[str, Histogram] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -93,12 +107,17 @@ class Results:
             "send_lag_us": self.send_lag.summary(),
             "status": {str(k): v for k, v in sorted(self.status.items())},
             "error_kinds": {k: v for k, v in self.error_kinds.items() if v},
+            "timeline": [[b, dict(self.timeline.get(b, {})), self.timeline_errors.get(b, 0)]
+                         for b in sorted(set(self.timeline) | set(self.timeline_errors))],
+            "cache": dict(self.cache),
+            "cache_latency_us": {k: h.summary() for k, h in self.cache_latency.items()},
         }
         if histograms:
             d["histograms"] = {
                 "latency": self.latency.to_dict(),
                 "ttfb": self.ttfb.to_dict(),
                 "send_lag": self.send_lag.to_dict(),
+                "cache": {k: h.to_dict() for k, h in self.cache_latency.items()},
             }
         return d
 
@@ -118,6 +137,10 @@ class Results:
             send_lag=Histogram.from_dict(h["send_lag"]),
             status={int(k): v for k, v in d["status"].items()},
             error_kinds=dict(d["error_kinds"]),
+            timeline={b: dict(p) for b, p, _ in d.get("timeline", ()) if p},
+            timeline_errors={b: e for b, _, e in d.get("timeline", ()) if e},
+            cache=dict(d.get("cache", {})),
+            cache_latency={k: Histogram.from_dict(v) for k, v in h.get("cache", {}).items()},
         )
 
 
@@ -139,4 +162,14 @@ def merge(parts: list[Results]) -> Results:
             out.status[k] = out.status.get(k, 0) + v
         for kind, v in r.error_kinds.items():
             out.error_kinds[kind] = out.error_kinds.get(kind, 0) + v
+        for b, per in r.timeline.items():
+            into = out.timeline.setdefault(b, {})
+            for name, v in per.items():
+                into[name] = into.get(name, 0) + v
+        for b, v in r.timeline_errors.items():
+            out.timeline_errors[b] = out.timeline_errors.get(b, 0) + v
+        for value, v in r.cache.items():
+            out.cache[value] = out.cache.get(value, 0) + v
+        for value, hist in r.cache_latency.items():
+            out.cache_latency.setdefault(value, Histogram()).merge(hist)
     return out

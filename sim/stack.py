@@ -38,15 +38,31 @@ DEFAULT_PROVIDERS = (
 )
 
 
-def gateway_config(model: str, providers: Sequence[Provider], addrs: Sequence[tuple[str, int]]) -> str:
-    """The gateway's TOML config: one model routed over every provider, in order."""
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string for these values
+
+
+def gateway_config(
+    model: str, providers: Sequence[Provider], addrs: Sequence[tuple[str, int]],
+    router: dict[str, Any] | None = None,
+) -> str:  # fmt: skip
+    """The gateway's TOML config: one model routed over every provider, in order.
+
+    ``router`` adds router settings (keys of the gateway's ``[router]`` table) to the model.
+    """
     out = ['[server]', 'listen = "127.0.0.1:0"', '']
     for p, (host, port) in zip(providers, addrs):
         out += ['[[providers]]', f'name = "{p.name}"', f'kind = "{p.kind}"', f'base_url = "http://{host}:{port}/v1"']
         if p.kind != "local":
             out.append(f'api_key_env = "{PROVIDER_KEY_ENV}"')
         out.append('')
-    out += ['[[models]]', f'name = "{model}"', 'routes = [']
+    out += ['[[models]]', f'name = "{model}"']
+    out += [f'{key} = {_toml(value)}' for key, value in (router or {}).items()]
+    out += ['routes = [']
     out += [
         f'  {{ provider = "{p.name}", model = "{p.upstream_model}", '
         f'input_per_mtok = {p.input_per_mtok}, output_per_mtok = {p.output_per_mtok} }},'
@@ -65,6 +81,7 @@ class Stack:
         *,
         model: str = "sim-model",
         tokens: int = 16,
+        router: dict[str, Any] | None = None,
         gateway_loop: str | None = None,
         gateway_cpus: Sequence[int] | None = None,
         start_timeout: float = 15.0,
@@ -72,6 +89,7 @@ class Stack:
         self.providers = tuple(providers)
         self.model = model
         self.tokens = tokens
+        self.router = dict(router or {})  # per-model router settings written into the gateway config
         self.gateway_loop = gateway_loop  # the gateway's --loop (uvloop|asyncio); None: its default
         self.gateway_cpus = tuple(gateway_cpus or ())
         self.start_timeout = start_timeout
@@ -90,7 +108,7 @@ class Stack:
             self.mocks.append(procs.python_child(f"mock-{p.name}", "mocks", args, self.dir).start())
         self.mock_addrs = [procs.parse_hostport(m.wait_line(self.start_timeout)) for m in self.mocks]
         cfg = self.dir / "gateway.toml"
-        cfg.write_text(gateway_config(self.model, self.providers, self.mock_addrs))
+        cfg.write_text(gateway_config(self.model, self.providers, self.mock_addrs, self.router))
         args = ["--config", str(cfg), "--listen", "127.0.0.1:0"]
         if self.gateway_loop:
             args += ["--loop", self.gateway_loop]

@@ -2,8 +2,10 @@
 #
 # Rules: pure (no I/O, no clock); deterministic for a given seed. Every prompt carries a
 # request number, so with `unique` requests no two bodies are equal (a response cache in the
-# gateway sees only misses). The hook for `--repeat-ratio` is here: it will draw a fraction of
-# prompts from a small hot set instead of numbering them.
+# gateway sees only misses). With `repeat_ratio` > 0 that fraction of the requests (drawn with
+# their own seeded RNG) repeats an earlier request byte for byte, at least `repeat_gap`
+# positions back so the original has normally been answered (and stored) by then; every
+# request then asks for temperature 0, so the answers are deterministic and cacheable.
 from __future__ import annotations
 
 import random
@@ -49,6 +51,8 @@ class Workload:
     unique: int = 1000  # distinct requests to prebuild (cycled by the load generator)
     seed: int = 1
     api_key: str = "sk-sim-client"
+    repeat_ratio: float = 0.0  # share of requests that repeat an earlier one (see module header)
+    repeat_gap: int = 64  # a repeat copies a request at least this many positions back
 
 
 def prompt(rng: random.Random, n: int) -> str:
@@ -57,7 +61,7 @@ def prompt(rng: random.Random, n: int) -> str:
     return f"{rng.choice(_TASKS)} {rng.choice(_TOPICS)}. {context} (request {n})"
 
 
-def chat_body(model: str, text: str, *, stream: bool, max_tokens: int) -> bytes:
+def chat_body(model: str, text: str, *, stream: bool, max_tokens: int, temperature: float | None = None) -> bytes:
     """An OpenAI chat-completions request body (streams ask for the usage chunk)."""
     body: dict[str, object] = {
         "model": model,
@@ -68,13 +72,21 @@ def chat_body(model: str, text: str, *, stream: bool, max_tokens: int) -> bytes:
         "max_tokens": max_tokens,
         "stream": stream,
     }
+    if temperature is not None:
+        body["temperature"] = temperature
     if stream:
         body["stream_options"] = {"include_usage": True}
     return orjson.dumps(body)
 
 
 def build(w: Workload, host: str) -> list[bytes]:
-    """Prebuild ``w.unique`` (capped at MAX_UNIQUE) distinct request byte strings for ``host``."""
+    """Prebuild ``w.unique`` (capped at MAX_UNIQUE) request byte strings for ``host``.
+
+    All distinct, unless ``w.repeat_ratio`` > 0: then about that share are repeats (see
+    :func:`repeats`).
+    """
+    if not 0.0 <= w.repeat_ratio < 1.0:
+        raise ValueError("repeat_ratio must be in [0, 1)")
     rng = random.Random(w.seed)
     headers = (
         ("content-type", "application/json"),
@@ -82,8 +94,27 @@ def build(w: Workload, host: str) -> list[bytes]:
         ("accept", "text/event-stream" if w.stream else "application/json"),
     )
     count = max(1, min(w.unique, MAX_UNIQUE))
-    return [
-        request_bytes("POST", CHAT_PATH, host, headers,
-                      chat_body(w.model, prompt(rng, n), stream=w.stream, max_tokens=w.max_tokens))
-        for n in range(count)
-    ]
+    temperature = 0.0 if w.repeat_ratio > 0 else None
+    plan = repeats(count, w.repeat_ratio, w.repeat_gap, w.seed)
+    out: list[bytes] = []
+    for n, source in enumerate(plan):
+        if source >= 0:
+            out.append(out[source])
+        else:
+            body = chat_body(w.model, prompt(rng, n), stream=w.stream, max_tokens=w.max_tokens, temperature=temperature)
+            out.append(request_bytes("POST", CHAT_PATH, host, headers, body))
+    return out
+
+
+def repeats(count: int, ratio: float, gap: int, seed: int = 1) -> list[int]:
+    """For each of ``count`` positions: the earlier position it repeats, or -1 for a new prompt.
+
+    The first ``gap`` positions are always new; after them each position is a repeat with
+    probability ``ratio * count / (count - gap)``, so repeats make up about ``ratio`` of the
+    whole list. A repeat copies a uniformly drawn position at least ``gap`` back.
+    """
+    if ratio <= 0.0 or count <= gap:
+        return [-1] * count
+    p = min(1.0, ratio * count / (count - gap))
+    rng = random.Random(seed * 7919 + 1)  # independent of the prompt RNG: prompts stay the same
+    return [rng.randrange(0, n - gap + 1) if n >= gap and rng.random() < p else -1 for n in range(count)]

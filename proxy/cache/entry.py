@@ -1,10 +1,11 @@
 # proxy/cache/entry.py: what a cached answer is, and which answers may become one.
 #
-# An entry is one complete, successful answer in one client API format, held only as prebuilt bytes:
-# the compact JSON body for non-streamed requests and, for chat formats, the SSE body(ies) for streamed
-# ones (OpenAI: with and without the include_usage chunk). All renderings are built once, when the
-# entry is made (after the upstream answered, off the hit path), so a hit is a dict lookup plus one
-# write of ready bytes, and `size` is exact from the start: the store's byte cap holds at all times.
+# An entry is one complete, successful answer in one client API format, held as prebuilt bytes: the
+# JSON body for non-streamed requests and, for chat formats, the SSE body(ies) for streamed ones
+# (OpenAI: with and without the include_usage chunk). The SSE renderings are built on the first
+# streamed hit and kept: rendering both for every stored answer cost a quarter of the miss path's
+# CPU (bench/, py-spy), and most entries are never replayed as a stream. `size` counts an upper
+# bound of those renderings from the start (SSE_BOUND), so the store's byte cap holds at all times.
 # The parsed dict is not kept.
 # Only cacheable answers become entries: 2xx, a complete body of the right shape, and a terminal
 # finish/stop reason we know is a normal end (never errors, `content_filter`, Anthropic `refusal` or
@@ -24,6 +25,11 @@ from proxy.cache.replay import render_anthropic_sse, render_openai_sse
 # key, bytes headers); counted in `size` so many tiny entries cannot blow past max_bytes unseen.
 ENTRY_OVERHEAD = 384
 
+
+def SSE_BOUND(json_len: int) -> int:  # noqa: N802 (a size formula, read like a constant)
+    """Upper bound of one SSE rendering of a JSON answer: a few chunk envelopes around its content."""
+    return 2 * json_len + 2048
+
 OPENAI_FINISH_OK = frozenset(("stop", "length", "tool_calls", "function_call"))
 ANTHROPIC_STOP_OK = frozenset(("end_turn", "max_tokens", "stop_sequence", "tool_use", "model_context_window_exceeded"))
 
@@ -34,18 +40,17 @@ class CacheEntry:
     `created_at` / `expires_at` are set by the store on `put` (an entry lives in one store).
     """
 
-    __slots__ = ("created_at", "expires_at", "fmt", "json_body", "size", "sse_body", "sse_usage_body")
+    __slots__ = ("created_at", "expires_at", "fmt", "json_body", "size", "sse_body", "sse_usage_body", "streamable")
 
-    def __init__(self, fmt: bytes, json_body: bytes, sse_body: bytes | None, sse_usage_body: bytes | None) -> None:
+    def __init__(self, fmt: bytes, json_body: bytes) -> None:
         self.fmt = fmt
         self.json_body = json_body
-        self.sse_body = sse_body  # for stream requests (OpenAI: without the usage chunk)
-        self.sse_usage_body = sse_usage_body  # OpenAI with stream_options.include_usage; else same as sse_body
+        self.streamable = fmt != OPENAI_EMBEDDINGS
+        self.sse_body: bytes | None = None  # for stream requests (OpenAI: without the usage chunk), once rendered
+        self.sse_usage_body: bytes | None = None  # OpenAI with stream_options.include_usage; else sse_body
         size = ENTRY_OVERHEAD + len(json_body)
-        if sse_body is not None:
-            size += len(sse_body)
-        if sse_usage_body is not None and sse_usage_body is not sse_body:
-            size += len(sse_usage_body)
+        if self.streamable:
+            size += 2 * SSE_BOUND(len(json_body))
         self.size = size
         self.created_at = 0.0
         self.expires_at = 0.0
@@ -54,7 +59,20 @@ class CacheEntry:
         """The bytes to send: JSON, or SSE for a stream request (None: this format cannot stream)."""
         if not stream:
             return self.json_body
+        if not self.streamable:
+            return None
+        if self.sse_body is None:
+            self._render()
         return self.sse_usage_body if include_usage else self.sse_body
+
+    def _render(self) -> None:
+        obj = loads(self.json_body)
+        if self.fmt == OPENAI_CHAT:
+            self.sse_body = render_openai_sse(obj, include_usage=False)
+            has_usage = obj.get("usage") is not None
+            self.sse_usage_body = render_openai_sse(obj, include_usage=True) if has_usage else self.sse_body
+        else:
+            self.sse_body = self.sse_usage_body = render_anthropic_sse(obj)
 
     def age(self, now: float) -> float:
         """Seconds since the entry was stored (for an `Age` header)."""
@@ -85,22 +103,17 @@ def is_cacheable_answer(fmt: bytes, obj: Any) -> bool:
     return False
 
 
-def entry_from_answer(fmt: bytes, obj: Any) -> CacheEntry | None:
-    """Build an entry from a parsed answer body, or None if it must not be cached."""
+def entry_from_answer(fmt: bytes, obj: Any, raw: bytes | None = None) -> CacheEntry | None:
+    """Build an entry from a parsed answer body (and its bytes, if it came as JSON), or None if it
+    must not be cached."""
     if not is_cacheable_answer(fmt, obj):
         return None
-    try:
-        json_body = dumps(obj)
-    except JSONEncodeError:
-        return None
-    if fmt == OPENAI_CHAT:
-        plain = render_openai_sse(obj, include_usage=False)
-        with_usage = render_openai_sse(obj, include_usage=True) if obj.get("usage") is not None else plain
-        return CacheEntry(fmt, json_body, plain, with_usage)
-    if fmt == ANTHROPIC_MESSAGES:
-        sse = render_anthropic_sse(obj)
-        return CacheEntry(fmt, json_body, sse, sse)
-    return CacheEntry(fmt, json_body, None, None)
+    if raw is None:
+        try:
+            raw = dumps(obj)
+        except JSONEncodeError:
+            return None
+    return CacheEntry(fmt, raw)
 
 
 def entry_from_json(fmt: bytes, status: int, body: bytes) -> CacheEntry | None:
@@ -111,7 +124,7 @@ def entry_from_json(fmt: bytes, status: int, body: bytes) -> CacheEntry | None:
         obj = loads(body)
     except JSONDecodeError:
         return None
-    return entry_from_answer(fmt, obj)
+    return entry_from_answer(fmt, obj, body)  # the provider's own bytes: no re-encoding
 
 
 def entry_from_sse(fmt: bytes, status: int, raw: bytes) -> CacheEntry | None:

@@ -191,7 +191,9 @@ def test_failed_probe_reopens_with_backed_off_cooldown(mock_uv: MockFactory, gat
     assert row["breaker"] == "open" and row["cooldown_s"] == pytest.approx(0.6)  # 0.2 x breaker_backoff
 
 
-def test_upstream_400_is_relayed_not_retried_and_trips_nothing(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+def test_upstream_400_is_relayed_not_retried_and_trips_nothing(
+    mock_uv: MockFactory, gateway_uv: GatewayFactory
+) -> None:
     mocks = two(mock_uv)
     a, b = mocks["a"], mocks["b"]
     gw = gateway_uv(config(mocks, [route("a", 0.1), route("b", 1.0)]))
@@ -215,7 +217,7 @@ def test_slow_provider_loses_traffic_to_the_one_meeting_the_sla(
     mock_uv: MockFactory, gateway_uv: GatewayFactory
 ) -> None:
     mocks = two(mock_uv)
-    a, b = mocks["a"], mocks["b"]
+    a = mocks["a"]
     gw = gateway_uv(config(mocks, [route("a", 0.1), route("b", 1.0)], sla_ms=100.0, ewma_half_life_s=0.2))
     warm_up(gw)
     assert ask(gw).provider == "a"  # both meet the SLA: the cheaper one
@@ -246,9 +248,9 @@ def test_slow_provider_that_recovers_wins_its_traffic_back_through_exploration(
 
     def won_back() -> bool:
         recent.append(ask(gw, "are you back").provider)
-        return len(recent) >= 8 and recent[-8:].count("a") == 6  # all but every 4th (exploration of `b`)
+        return len(recent) >= 8 and recent[-8:].count("a") >= 5  # all but exploration of `b` (1 in 4)
 
-    assert wait_for(won_back, timeout=5.0), recent  # exploration saw it recover; the cheaper route leads again
+    assert wait_for(won_back, timeout=10.0), recent  # exploration saw it recover; the cheaper route leads again
 
 
 def test_cost_sla_picks_the_cheaper_route_when_both_meet_the_sla(
@@ -416,21 +418,17 @@ class GatedProvider:
             writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one rate-limit event seen by N concurrent in-flight requests counts as N consecutive route failures: "
-    "Router.on_failure increments `consecutive` for a 429 that carries Retry-After and trips the breaker, so the "
-    "route is shut for breaker_cooldown_s (with backoff) instead of the Retry-After the provider asked for",
-)
 def test_a_burst_of_429s_honours_retry_after_instead_of_opening_the_breaker(
     io_uv: LoopThread, mock_uv: MockFactory, gateway_uv: GatewayFactory
 ) -> None:
+    """Regression: one rate-limit event seen by N in-flight requests used to count as N consecutive
+    failures and open the breaker for breaker_cooldown_s instead of the Retry-After asked for."""
     gated = GatedProvider(io_uv).start()
     try:
         b = mock_uv()
         providers = [{"name": "a", "kind": "local", "base_url": f"http://127.0.0.1:{gated.port}/v1"}, provider("b", b)]
-        gw = gateway_uv({"providers": providers, "models": [{"name": MODEL, "routes": [route("a", 0.1), route("b", 1.0)],
-                                                               **FAST}]})  # fmt: skip
+        model = {"name": MODEL, "routes": [route("a", 0.1), route("b", 1.0)], **FAST}
+        gw = gateway_uv({"providers": providers, "models": [model]})
         warm_up(gw)
         assert ask(gw).provider == "a"
         gated.limit(6, "0.3")  # twice breaker_failures, all in flight at once
@@ -462,25 +460,21 @@ def test_mid_stream_failure_is_never_a_clean_end(mock_uv: MockFactory, gateway_u
     assert b"[DONE]" not in answer.body  # ...but never a clean end
     assert not answer.complete or b'data: {"error"' in answer.body, answer.body[-300:]
 
-    with openai.OpenAI(base_url=gw.openai_base, api_key="sk-client", max_retries=0) as sdk:
-        with pytest.raises(openai.APIError):
-            for _ in sdk.chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": "via the sdk"}], stream=True
-            ):
-                pass
+    messages: Any = [{"role": "user", "content": "via the sdk"}]
+    sdk = openai.OpenAI(base_url=gw.openai_base, api_key="sk-client", max_retries=0)
+    with sdk, pytest.raises(openai.APIError):
+        for _ in sdk.chat.completions.create(model=MODEL, messages=messages, stream=True):
+            pass
     assert mocks["b"].requests == b_before  # bytes reached the client: no fallback possible
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a provider's own mid-stream error event (OpenAI `data: {\"error\"...}`, Anthropic `event: error`, "
-    "e.g. overloaded_error) ends a 200 stream that pipeline.on_upstream_done records as router.on_success: the route "
-    "that fails every stream looks healthy (and fast), never trips its breaker and keeps its traffic",
-)
 @pytest.mark.parametrize("upstream", ["local", "anthropic"], ids=["relayed", "translated"])
 def test_provider_mid_stream_errors_count_against_the_route(
     mock_uv: MockFactory, gateway_uv: GatewayFactory, upstream: str
 ) -> None:
+    """Regression: a 200 stream ended by the provider's own error event (OpenAI `data: {"error"...}`,
+    Anthropic `event: error`) used to be recorded as a success, so a route failing every stream looked
+    healthy (and fast), never tripped its breaker and kept its traffic."""
     kind = {"local": "openai", "anthropic": "anthropic"}[upstream]
     mocks = {"a": mock_uv(kind=kind, tokens=8), "b": mock_uv()}
     extra = {"api_key": "sk-provider"} if upstream != "local" else {}
@@ -571,16 +565,11 @@ def test_no_hedge_when_the_first_route_answers_in_time(mock_uv: MockFactory, gat
 # Attempt deadline
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attempt_deadline_s is documented as the time one attempt has to produce its response head, but "
-    "pipeline.resolve_model only sets ex.deadline = start + attempt_deadline_s and attempt() merely refuses to "
-    "start a *new* attempt after it; nothing times out the running attempt, so a stalled route holds the client "
-    "until the provider's first_byte_timeout_s (600 s by default) instead of falling back",
-)
 def test_attempt_deadline_moves_a_stalled_request_to_the_next_route(
     mock_uv: MockFactory, gateway_uv: GatewayFactory
 ) -> None:
+    """Regression: attempt_deadline_s used to be an exchange deadline that only stopped *new* attempts;
+    a stalled attempt held the client until the provider's first_byte_timeout_s (600 s by default)."""
     mocks = two(mock_uv, ttft_ms=1500.0)
     gw = gateway_uv(config(mocks, [route("a", 0.1), route("b", 1.0)], attempt_deadline_s=0.2))
     answer = ask(gw, "stalled")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from proxy.cache.entry import ENTRY_OVERHEAD, CacheEntry
-from proxy.cache.formats import OPENAI_CHAT
+from proxy.cache.formats import OPENAI_CHAT, OPENAI_EMBEDDINGS
 from proxy.cache.sketch import FrequencySketch
 from proxy.cache.store import DEFAULT_STORE, LRUStore, SieveStore, new_store
 
@@ -27,7 +27,7 @@ PLAIN = {k: v for k, v in KINDS.items() if "tinylfu" not in k}
 
 
 def entry(payload: int = 100) -> CacheEntry:
-    return CacheEntry(OPENAI_CHAT, b"x" * payload, None, None)
+    return CacheEntry(OPENAI_EMBEDDINGS, b"x" * payload)  # not streamable: size is payload + overhead
 
 
 @pytest.fixture(params=list(KINDS))

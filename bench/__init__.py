@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` compares llm-edge with nginx and a direct call; `micro_*.py` are pytest-benchmark files."""

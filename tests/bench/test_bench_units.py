@@ -1,0 +1,174 @@
+"""The benchmark's pure parts: PNG writer, wrk script, traffic, /proc readers, medians, ratios, the bar."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bench import plot, procstat, report, traffic, wrk
+from bench.png import GLYPHS, Canvas, read_png_size, text_width
+
+
+def decode_png(data: bytes) -> tuple[int, int, bytes]:
+    """(width, height, raw RGB) of a PNG written by bench.png, checking every chunk's CRC."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    i, idat, size = 8, b"", (0, 0)
+    while i < len(data):
+        (length,) = struct.unpack(">I", data[i : i + 4])
+        kind, body = data[i + 4 : i + 8], data[i + 8 : i + 8 + length]
+        assert struct.unpack(">I", data[i + 8 + length : i + 12 + length])[0] == zlib.crc32(kind + body)
+        if kind == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+            assert body[8:] == b"\x08\x02\x00\x00\x00"  # 8-bit RGB, no interlace
+        elif kind == b"IDAT":
+            idat += body
+        i += 12 + length
+    raw = zlib.decompress(idat)
+    w, h = size
+    assert len(raw) == h * (1 + 3 * w) and all(raw[y * (1 + 3 * w)] == 0 for y in range(h))
+    return w, h, b"".join(raw[y * (1 + 3 * w) + 1 : (y + 1) * (1 + 3 * w)] for y in range(h))
+
+
+def test_png_round_trip_pixels_boxes_and_lines() -> None:
+    c = Canvas(7, 5)
+    c.box(1, 1, 2, 2, (255, 0, 0))
+    c.line(0, 4, 6, 4, (0, 0, 255))
+    c.dot(99, 99, (0, 0, 0))  # outside: ignored
+    w, h, rgb = decode_png(c.png())
+    assert (w, h) == (7, 5) and read_png_size(c.png()) == (7, 5)
+    px = lambda x, y: rgb[(y * w + x) * 3 : (y * w + x) * 3 + 3]
+    assert px(1, 1) == px(2, 2) == b"\xff\x00\x00"
+    assert px(0, 0) == b"\xff\xff\xff"
+    assert all(px(x, 4) == b"\x00\x00\xff" for x in range(7))
+
+
+def test_font_glyphs_are_5_by_8_and_text_is_drawn() -> None:
+    assert all(len(g) == 8 and all(len(row) == 5 for row in g) for g in GLYPHS.values())
+    c = Canvas(60, 20)
+    assert c.text(1, 1, "p99 µs", (0, 0, 0), scale=1) == text_width("p99 µs", 1) == 35
+    assert b"\x00\x00\x00" in bytes(c.pixels)
+
+
+def test_plot_renders_a_document(tmp_path: Path) -> None:
+    pts = [[p, 10.0 + p] for p in wrk.PERCENTILES]
+    summary = {name: {sc: {"percentiles": pts, "answered_rounds": 1} for sc in ("c1", "c32", "open500")}
+               for name in ("direct", "nginx")}  # fmt: skip
+    doc = {
+        "summary": summary,
+        "targets": {"direct": {"label": "direct", "available": True}, "nginx": {"label": "nginx", "available": True},
+                    "litellm": {"label": "LiteLLM", "available": False}},
+        "meta": {"settings": {"rates": [500.0], "rounds": 3}, "started": "today", "machine": {"cpu": "cpu"}},
+    }  # fmt: skip
+    plot.render(doc, tmp_path / "p.png")
+    w, h, _ = decode_png((tmp_path / "p.png").read_bytes())
+    assert (w, h) == (1280, 110 + 2 * 420)
+    assert plot.nines(90.0) == pytest.approx(1.0) and plot.nines(99.9) == pytest.approx(3.0)
+
+
+def test_lua_string_escapes_what_lua_would_mangle() -> None:
+    assert wrk.lua_string(b'a"b\\c\r\n\x00') == '"a\\"b\\\\c\\013\\010\\000"'
+
+
+def test_wrk_script_unique_bodies_keep_a_fixed_content_length() -> None:
+    body = traffic.miss_template("n1", 300)
+    script = wrk.script("h:1", "/v1/chat/completions", body, True, [("authorization", "Bearer k")])
+    length = len(body) - len(b"%COUNTER%") + wrk.COUNTER_DIGITS
+    assert f"content-length: {length}\\013\\010" in script and "authorization: Bearer k" in script
+    assert 'string.format("%010d", n)' in script and "done = function" in script
+    fixed = wrk.script("h:1", "/p", traffic.hit_body(300), False)
+    assert "local fixed" in fixed and "%010d" not in fixed
+    with pytest.raises(ValueError):
+        wrk.script("h:1", "/p", b"{}", True)
+
+
+def test_traffic_bodies() -> None:
+    misses = traffic.json_bodies("abc", 1024, 3, hit=False)
+    assert len(set(misses)) == 3 and all(abs(len(b) - 1024) < 40 for b in misses)
+    doc = orjson.loads(misses[0])
+    assert doc["model"] == "bench" and doc["temperature"] == 0 and "stream" not in doc
+    assert len(set(traffic.json_bodies("abc", 1024, 3, hit=True))) == 1
+    streams = traffic.stream_bodies("abc", 200, 2)
+    assert orjson.loads(streams[0])["stream"] is True and streams[0] != streams[1]
+    req = traffic.requests_for("127.0.0.1", 9, misses[:1], "k")[0]
+    assert req.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:9\r\n") and b"authorization: Bearer k" in req
+
+
+def test_procstat_reads_this_process() -> None:
+    me = os.getpid()
+    assert me in procstat.tree(me)
+    meter = procstat.Meter(me, load_cpu=min(os.sched_getaffinity(0))).start()
+    sum(i * i for i in range(300_000))
+    cpu, busy = meter.stop()
+    assert cpu > 0 and 0 <= busy <= 1.0 and meter.elapsed > 0
+    rss, hwm = procstat.memory_kib([me])
+    assert 0 < rss <= hwm
+
+
+def run(target: str, scenario: str, rnd: int, p50: float, p99: float, rps: float = 1000.0, cpu: float | None = 10.0) -> dict[str, Any]:
+    lat = {"p50": p50, "p90": p50, "p99": p99, "p99.9": p99}
+    return {"target": target, "scenario": scenario, "round": rnd, "rps": rps, "requests": 100, "ok": 100, "errors": 0,
+            "latency_us": lat,
+            "percentiles": [[50.0, p50], [99.0, p99]], "cpu_us_per_req": cpu, "upstream_cpu_us_per_req": 5.0,
+            "load_core_busy": 0.5}  # fmt: skip
+
+
+def test_added_latency_is_the_median_of_same_round_differences() -> None:
+    runs = [
+        run("direct", "c1", 0, 10, 20), run("nginx", "c1", 0, 40, 80), run("llm-edge", "c1", 0, 70, 150),
+        run("direct", "c1", 1, 100, 200), run("nginx", "c1", 1, 130, 260), run("llm-edge", "c1", 1, 160, 330),
+        run("direct", "c1", 2, 12, 22), run("nginx", "c1", 2, 42, 82), run("llm-edge", "c1", 2, 72, 152),
+        run("nginx", "c1", -1, 1e6, 1e6),  # warm-up runs (round -1) never count
+    ]  # fmt: skip
+    s = report.summarize(runs)
+    assert s["nginx"]["c1"]["added_us"]["p50"] == 30 and s["llm-edge"]["c1"]["added_us"]["p50"] == 60
+    assert s["llm-edge"]["c1"]["added_us"]["p99"] == 130 and s["llm-edge"]["c1"]["rounds"] == 3
+    assert s["llm-edge"]["c1"]["latency_us"]["p50"] == 72  # a plain median over rounds
+    assert report.ratios(s, "llm-edge")["added_p50_c1"] == 2.0
+
+
+def test_unanswered_and_skipped_runs_give_no_figures() -> None:
+    dead = {**run("litellm", "c1", 1, 0, 0), "ok": 0, "requests": 0, "errors": 0}
+    runs = [run("direct", "c1", 0, 10, 20), run("direct", "c1", 1, 10, 20), run("litellm", "c1", 0, 5000, 9000), dead,
+            {"target": "litellm", "scenario": "open2000", "round": 0, "skipped": "over capacity (35 req/s at c=32)"}]
+    s = report.summarize(runs)
+    assert s["litellm"]["c1"]["latency_us"]["p50"] == 5000 and s["litellm"]["c1"]["added_us"]["p50"] == 4990
+    assert s["litellm"]["c1"]["answered_rounds"] == 1 and s["litellm"]["c1"]["rounds"] == 2
+    assert s["litellm"]["open2000"] == {"skipped": "over capacity (35 req/s at c=32)"}
+    assert report._status(s, "litellm", "open2000") == "over capacity" and report._status(s, "litellm", "c1") is None
+
+
+def test_bar_verdicts_and_shortfalls() -> None:
+    runs = [run("direct", "c1", 0, 10, 20), run("nginx", "c1", 0, 40, 80), run("llm-edge", "c1", 0, 50, 200),
+            run("nginx", "c32", 0, 500, 900, rps=30000, cpu=16.0), run("llm-edge", "c32", 0, 900, 2000, rps=15000, cpu=30.0),
+            run("llm-edge-hit", "c32", 0, 400, 700, rps=33000, cpu=9.0)]  # fmt: skip
+    s = report.summarize(runs)
+    targets = {"llm-edge-hit": {"available": True, "note": ""}}
+    ladder = {"settings": {"levels": [500, 1000, 2000, 3000]}, "held": {"llm-edge": 1000}}
+    items = {i["key"]: i for i in report.bar(s, ladder, targets)}
+    assert items["added_p50_c1"]["ok"] is True and items["added_p50_c1"]["value"] == pytest.approx(40 / 30, abs=1e-3)
+    assert items["added_p99_c1"]["ok"] is False and "180 µs against nginx's 60" in items["added_p99_c1"]["note"]
+    assert items["rps_c32"]["ok"] is False and "needs 18000" in items["rps_c32"]["note"]
+    assert items["cpu_c32"]["ok"] is False and "30.0 µs/req against nginx's 16.0" in items["cpu_c32"]["note"]
+    assert items["hit_rps_c32"]["ok"] is True
+    assert items["streams"]["ok"] is False and "1000 short" in items["streams"]["note"]
+    items = {i["key"]: i for i in report.bar(s, {}, {"llm-edge-hit": {"available": False, "note": "n/a: no hits"}})}
+    assert items["hit_rps_c32"]["ok"] is None and items["hit_rps_c32"]["note"] == "n/a: no hits"
+
+
+def test_write_md_replaces_only_the_results_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text(f"# Benchmarks\n\nintro\n\n{report.BEGIN}\nold\n{report.END}\n\n## Notes\nkept\n")
+    monkeypatch.setattr(report, "markdown", lambda doc, png: f"new results, plot at {png}\n")
+    png = tmp_path / "x.png"
+    png.write_bytes(Canvas(2, 2).png())
+    report.write_md(md, {}, png, tmp_path / "plots" / "latest.png")
+    text = md.read_text()
+    assert "old" not in text and "intro" in text and "## Notes\nkept" in text
+    assert f"{report.BEGIN}\nnew results, plot at plots/latest.png\n{report.END}" in text
+    assert (tmp_path / "plots" / "latest.png").read_bytes() == png.read_bytes()
