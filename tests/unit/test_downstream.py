@@ -56,7 +56,7 @@ def test_chat_is_forwarded_with_model_swapped_and_client_key_dropped(mode: str) 
     assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert b"authorization: Bearer sk-provider-SECRET" in head
     assert b"client-key" not in sent
-    assert b"OpenAI-Organization: org-1" in head  # allow-listed headers go upstream
+    assert b"openai-organization: org-1" in head.lower()  # allow-listed headers go upstream
     assert b"X-Custom" not in head  # others stay here
     assert orjson.loads(sent_body)["model"] == "gpt-4o-mini"
     assert sent_body == body.replace(b'"smart"', b'"gpt-4o-mini"')  # spliced, not re-encoded
