@@ -59,7 +59,8 @@ def run(settings: Settings, workers: int, loop_kind: str, config_path: str | Non
         children[pid] = index
     for sock in sockets:
         sock.close()
-    print(f"llm-edge listening on {host}:{port} ({workers} workers)", flush=True)
+    print(f"llm-edge listening on {host}:{port}", flush=True)  # the same first line, whatever the workers
+    log.info("%d workers share %s:%d", workers, host, port)
 
     def relay(signum: int, _frame: object) -> None:
         for pid in children:
