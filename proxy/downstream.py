@@ -41,8 +41,8 @@ _IDLE, _HEAD, _BODY = 0, 1, 2
 # What to do with a request header, by lowercased name (see `header_actions`).
 (
     FORWARD, CONTENT_LENGTH, HOST, EXPECT, CONNECTION, CACHE_CONTROL, ANTHROPIC_VERSION, ANTHROPIC_BETA, CACHE_TTL,
-    CLIENT_KEY, TRANSFER_ENCODING,
-) = range(11)
+    CLIENT_KEY, TRANSFER_ENCODING, UPGRADE,
+) = range(12)
 
 
 
@@ -77,6 +77,7 @@ def header_actions(forwarded: tuple[bytes, ...]) -> dict[bytes, int | None]:
             b"anthropic-version": ANTHROPIC_VERSION,
             b"x-llm-edge-cache-ttl": CACHE_TTL,
             b"transfer-encoding": TRANSFER_ENCODING,
+            b"upgrade": UPGRADE,
             b"authorization": CLIENT_KEY,  # the gateway key, either way the SDKs send it; never forwarded
             b"x-api-key": CLIENT_KEY,
         }
@@ -257,6 +258,8 @@ class DownstreamProtocol(asyncio.Protocol):
             if value.strip().lower() != b"chunked" or ex.chunked:
                 raise errors.MalformedHTTP("only 'Transfer-Encoding: chunked', once, is accepted")
             ex.chunked = True
+        elif action == UPGRADE:
+            ex.upgrade = True
         elif action == CLIENT_KEY:
             key = presented_key(name.lower(), value)
             if key and (not ex.client_key or name.lower() == b"x-api-key"):  # x-api-key wins, as Anthropic's SDK means it
@@ -274,8 +277,12 @@ class DownstreamProtocol(asyncio.Protocol):
             raise errors.MalformedHTTP("Transfer-Encoding in an HTTP/1.0 request: the framing cannot be trusted")
         if ex.header_bytes > self.limits.max_header_bytes:
             raise errors.HeadersTooLarge(f"request headers exceed {self.limits.max_header_bytes} bytes")
-        if version == "1.1" and ex.host_count != 1:
-            raise errors.MalformedHTTP("an HTTP/1.1 request needs exactly one Host header")
+        if ex.host_count > 1 or (version == "1.1" and ex.host_count != 1):
+            raise errors.MalformedHTTP("a request needs exactly one Host header (HTTP/1.0: at most one)")
+        if ex.upgrade:
+            # httptools stops at an upgrade and would leave the body unread: say so plainly rather
+            # than answer a request we only half read (curl --http2 on http:// asks for h2c).
+            raise errors.MalformedHTTP("protocol upgrades (h2c, websocket) are not supported: send plain HTTP/1.1")
         if not ex.url.startswith(b"/") and ex.method != b"CONNECT":  # CONNECT gets its 405 below
             raise errors.MalformedHTTP("only origin-form request targets are accepted; this is not a forward proxy")
         ex.keep_alive = ex.keep_alive and parser.should_keep_alive()
@@ -366,7 +373,7 @@ class DownstreamProtocol(asyncio.Protocol):
     # internal
 
     def _enqueue(self, ex: Exchange) -> None:
-        if self.active is None:
+        if self.active is None and not self.write_paused:
             self._start(ex)
             return
         self.queue.append(ex)

@@ -32,7 +32,7 @@ class Exchange:
     __slots__ = (
         # request, from the downstream parser
         "gateway", "gen", "downstream", "method", "url", "keep_alive", "forward_headers", "body_parts", "body_size", "body",
-        "content_length", "chunked", "header_bytes", "header_count", "host_count", "expect_continue",
+        "content_length", "chunked", "upgrade", "header_bytes", "header_count", "host_count", "expect_continue",
         "cache_control", "cache_ttl", "anthropic_version", "anthropic_beta", "client_key", "key_index", "tenant",
         "reserved_tokens", "error",
         # request, after parsing the body
@@ -62,6 +62,7 @@ class Exchange:
         self.body = b""
         self.content_length = -1
         self.chunked = False
+        self.upgrade = False
         self.header_bytes = 0
         self.header_count = 0
         self.host_count = 0

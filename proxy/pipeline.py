@@ -302,7 +302,9 @@ def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: by
         fail(ex, errors.AllRoutesFailed(f"provider {name!r} answered {status} without an API error body",
                                         status=status, retry_after=round(retry_after) or None, final=False))  # fmt: skip
         return
-    ex.close_delimited = lower.find(b"\r\ntransfer-encoding:") < 0 and lower.find(b"\r\ncontent-length:") < 0
+    chunked = lower.find(b"\r\ntransfer-encoding:") >= 0
+    ex.close_delimited = not chunked and lower.find(b"\r\ncontent-length:") < 0
+    ex.chunked_out = chunked
     head = strip_hop_by_hop(head, lower)
     ours = _our_headers(ex)
     if ex.stream:
@@ -390,7 +392,7 @@ def _end_of_stream(ex: Exchange, data: bytes) -> bytes:
                                               "server_error", "upstream_stream_incomplete") + b"\n\n"  # fmt: skip
     if ex.close_delimited:
         return data + event
-    if data.endswith(LAST_CHUNK):
+    if ex.chunked_out and data.endswith(LAST_CHUNK):
         return data[: -len(LAST_CHUNK)] + chunk(event) + LAST_CHUNK
     return data
 
@@ -648,7 +650,7 @@ def fail(ex: Exchange, exc: errors.GatewayError) -> None:
         event = ex.translation.error_event(exc.message, exc.type)
         if event:
             ex.downstream.write(chunk(event) + LAST_CHUNK)
-    elif ex.stream and conn is not None and not conn.in_chunk and not ex.close_delimited:
+    elif ex.stream and conn is not None and ex.chunked_out and not conn.in_chunk:
         # The client already has a 200 and some events, and we sit between two chunks: an
         # error event is the only honest end left (the SDKs raise on it), never a clean end
         # that looks like success. Mid-chunk, closing is the only way to say it.

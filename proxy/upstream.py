@@ -224,9 +224,6 @@ class UpstreamProtocol(asyncio.Protocol):
             if not self.head_bytes:
                 ex.t_upstream = perf_counter()
             self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD_BYTES:  # httptools would join an endless header in memory
-                self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an oversized head"))
-                return
         assert self.decoder is not None
         try:
             self.decoder.feed_data(data)
@@ -239,6 +236,10 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         except httptools.HttpParserError:
             self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an invalid response"))
+            return
+        if not self.head_done and self.head_bytes > MAX_HEAD_BYTES and self.ex is ex:
+            # Still no whole head: httptools would keep joining an endless header in memory.
+            self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an oversized head"))
             return
         if self.ex is not ex:
             return  # the head lost a race or failed over: this connection is already dropped

@@ -26,7 +26,7 @@ class Failure(enum.IntEnum):
     CONNECT = 1  # refused/reset/DNS/TLS before the request was sent
     CONNECT_TIMEOUT = 2  # connect did not complete in time
     SERVER = 3  # 5xx other than 503 and 504
-    UNAVAILABLE = 4  # 503 (Retry-After honoured)
+    UNAVAILABLE = 4  # 503, or Anthropic's 529 (Retry-After honoured)
     RATE_LIMITED = 5  # 429 (Retry-After honoured)
     TIMEOUT = 6  # 408 or 504 from upstream, or our first-byte deadline passed
     MALFORMED = 7  # unparseable response head/body from upstream
@@ -54,7 +54,7 @@ def failure_kind(status: int) -> Failure:
     """Classify a non-2xx upstream status. Request-caused 4xx map to `Failure.CLIENT`."""
     if status == 429:
         return Failure.RATE_LIMITED
-    if status == 503:
+    if status == 503 or status == 529:  # 529: Anthropic's "overloaded"
         return Failure.UNAVAILABLE
     if status == 408 or status == 504:
         return Failure.TIMEOUT
