@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from proxy.cache import CacheEntry, CacheSettings, Outcome, entry_from_json, entry_from_sse, key_hex, make_key
 from proxy.cache.formats import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_EMBEDDINGS
+from proxy.cache.entry import unverified_entry
 from proxy.cache.store import new_store
 from proxy.wire import CONNECTION_CLOSE, CRLF, STATUS_LINE, dechunk
 
@@ -100,6 +101,9 @@ def lookup(ex: Exchange, proceed: object) -> bool:
     ex.cache_plan = plan
     if plan.lookup:
         entry = cache.store.get(key, ex.gateway.loop.time(), plan.max_age)
+        if entry is not None and not entry.verify():
+            cache.store.delete(key)  # stored unchecked, and not an answer to serve: a miss
+            entry = None
         if entry is not None and serve(ex, entry):
             _finish(ex)
             return True
@@ -231,7 +235,7 @@ def on_leader_finished(ex: Exchange) -> None:
         if ex.capture_chunked:
             payload = dechunk(payload)
         fmt = FORMATS[ex.endpoint]
-        entry = entry_from_sse(fmt, 200, payload) if ex.stream else entry_from_json(fmt, 200, payload)
+        entry = entry_from_sse(fmt, 200, payload) if ex.stream else unverified_entry(fmt, 200, payload)
         if entry is not None and key is not None:
             plan = ex.cache_plan
             if cache.store.put(key, entry, ex.gateway.loop.time(), plan.ttl):
@@ -287,7 +291,7 @@ def _release_followers(ex: Exchange, entry: CacheEntry | None) -> None:
             if not (ex.clean and ex.status == 200):
                 follower.close_after = True  # the leader's stream broke after bytes went out: so did this one
             pipeline.finish(follower)
-        elif entry is not None and serve(follower, entry):
+        elif entry is not None and entry.verify() and serve(follower, entry):
             pipeline.finish(follower)
         else:
             follower.cache_outcome = MISS

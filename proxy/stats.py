@@ -21,6 +21,8 @@ _BUCKETS = 34 * _SUB  # up to 2**37 µs, about 38 hours
 _MAX_US = (1 << 37) - 1
 
 _NUMBER_AFTER_KEY = re.compile(rb"\s*:\s*(\d+)")  # matched at a position: no scanning, no IGNORECASE
+# OpenAI's usual layout, matched in one go at the usage object: half the cost of two key searches.
+_OPENAI_USAGE = re.compile(rb'"usage"\s*:\s*\{\s*"prompt_tokens"\s*:\s*(\d+)\s*,\s*"completion_tokens"\s*:\s*(\d+)')
 
 
 class Histogram:
@@ -146,6 +148,9 @@ def scan_usage(tail: bytes, prev: bytes = b"") -> tuple[int, int]:
         at = tail.rfind(b'"usage"')
         if at < 0:
             return 0, 0
+    usual = _OPENAI_USAGE.match(tail, at)
+    if usual is not None:
+        return int(usual.group(1)), int(usual.group(2))
     return (
         _number_after(tail, b'"prompt_tokens"', at) or _number_after(tail, b'"input_tokens"', at),
         _number_after(tail, b'"completion_tokens"', at) or _number_after(tail, b'"output_tokens"', at),

@@ -40,11 +40,14 @@ class CacheEntry:
     `created_at` / `expires_at` are set by the store on `put` (an entry lives in one store).
     """
 
-    __slots__ = ("created_at", "expires_at", "fmt", "json_body", "size", "sse_body", "sse_usage_body", "streamable")
+    __slots__ = (
+        "created_at", "expires_at", "fmt", "json_body", "size", "sse_body", "sse_usage_body", "streamable", "verified",
+    )  # fmt: skip
 
-    def __init__(self, fmt: bytes, json_body: bytes) -> None:
+    def __init__(self, fmt: bytes, json_body: bytes, verified: bool = True) -> None:
         self.fmt = fmt
         self.json_body = json_body
+        self.verified = verified  # False: `verify()` before the first time it is served
         self.streamable = fmt != OPENAI_EMBEDDINGS
         self.sse_body: bytes | None = None  # for stream requests (OpenAI: without the usage chunk), once rendered
         self.sse_usage_body: bytes | None = None  # OpenAI with stream_options.include_usage; else sse_body
@@ -64,6 +67,15 @@ class CacheEntry:
         if self.sse_body is None:
             self._render()
         return self.sse_usage_body if include_usage else self.sse_body
+
+    def verify(self) -> bool:
+        """Check an entry stored unverified (see `unverified_entry`); True if it may be served."""
+        if not self.verified:
+            try:
+                self.verified = is_cacheable_answer(self.fmt, loads(self.json_body))
+            except JSONDecodeError:
+                return False
+        return self.verified
 
     def _render(self) -> None:
         obj = loads(self.json_body)
@@ -125,6 +137,17 @@ def entry_from_json(fmt: bytes, status: int, body: bytes) -> CacheEntry | None:
     except JSONDecodeError:
         return None
     return entry_from_answer(fmt, obj, body)  # the provider's own bytes: no re-encoding
+
+
+def unverified_entry(fmt: bytes, status: int, body: bytes) -> CacheEntry | None:
+    """An entry for a non-streamed answer, checked only when first served (`CacheEntry.verify`).
+
+    Most stored answers are never asked for again; parsing and checking each one as it is stored
+    cost the miss path a JSON parse per request. A bad answer is then found, and dropped, on its
+    first lookup, before anyone is served from it."""
+    if not 200 <= status < 300 or body[:1] != b"{":
+        return None
+    return CacheEntry(fmt, body, verified=False)
 
 
 def entry_from_sse(fmt: bytes, status: int, raw: bytes) -> CacheEntry | None:
