@@ -61,8 +61,6 @@ def pools(gateway: Gateway) -> list[dict[str, object]]:
 
 def routes(gateway: Gateway) -> list[dict[str, object]]:
     """Per-route health and totals from the router, with names instead of ids."""
-    if gateway.gen.router is None:
-        return []
     rows = gateway.gen.router.snapshot(gateway.loop.time())
     for row, route in zip(rows, gateway.gen.settings.routes):
         row["id"] = row.pop("route")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.cache import CacheEntry, CacheSettings, Outcome, entry_from_json, entry_from_sse, key_hex, make_key
@@ -81,7 +82,7 @@ class Cache:
 # lookup
 
 
-def lookup(ex: Exchange, proceed: object) -> bool:
+def lookup(ex: Exchange, proceed: Callable[[Exchange], None]) -> bool:
     """Plan, key and look up; True when the exchange was answered or parked (follower, L2 fetch)."""
     cache = ex.gateway.cache
     if cache is None:
@@ -117,7 +118,7 @@ def lookup(ex: Exchange, proceed: object) -> bool:
         ex.capture = []
         ex.followers = []
         if cache.l2 is not None and plan.lookup and cache.l2.available:
-            _ask_l2(ex, cache, fmt, proceed)  # type: ignore[arg-type]
+            _ask_l2(ex, cache, fmt, proceed)
             return True
     return False
 
@@ -165,7 +166,7 @@ def _follow(ex: Exchange, leader: Exchange) -> None:
     leader.followers.append(ex)
 
 
-def _ask_l2(ex: Exchange, cache: Cache, fmt: bytes, proceed: object) -> None:
+def _ask_l2(ex: Exchange, cache: Cache, fmt: bytes, proceed: Callable[[Exchange], None]) -> None:
     assert cache.l2 is not None and ex.cache_key is not None
     redis_key = b"llm-edge:" + fmt + b":" + key_hex(ex.cache_key)
 
@@ -180,7 +181,7 @@ def _ask_l2(ex: Exchange, cache: Cache, fmt: bytes, proceed: object) -> None:
             if serve(ex, entry):
                 _finish(ex)  # which serves the followers from the same entry
                 return
-        proceed(ex)  # type: ignore[operator]
+        proceed(ex)
 
     cache.l2.get(redis_key, done)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -269,17 +269,17 @@ def _provider(index: int, t: dict[str, Any], env: dict[str, str]) -> ProviderSet
         raise ConfigError(f"{where}.ca_file: no such file: {ca_file}")
     version = _str(t, "anthropic_version", where) or DEFAULT_ANTHROPIC_VERSION
 
-    d = ProviderSettings.__dataclass_fields__
-    first_byte = _seconds(t, "first_byte_timeout_s", where, d["first_byte_timeout_s"].default)
-    stream_idle = _seconds(t, "stream_idle_timeout_s", where, d["stream_idle_timeout_s"].default)
-    total = _seconds(t, "total_timeout_s", where, d["total_timeout_s"].default)
+    d = _PROVIDER_DEFAULTS
+    first_byte = _seconds(t, "first_byte_timeout_s", where, d["first_byte_timeout_s"])
+    stream_idle = _seconds(t, "stream_idle_timeout_s", where, d["stream_idle_timeout_s"])
+    total = _seconds(t, "total_timeout_s", where, d["total_timeout_s"])
     provider = ProviderSettings(
         id=index, name=name, kind=kind, base_url=base_url, tls=tls, host=host, port=port, base_path=base_path,
         api_key=api_key, api_key_env=key_env, anthropic_version=version,
-        default_max_tokens=_int(t, "default_max_tokens", where, d["default_max_tokens"].default),
-        max_connections=_int(t, "max_connections", where, d["max_connections"].default),
-        pool_idle_timeout_s=_seconds(t, "pool_idle_timeout_s", where, d["pool_idle_timeout_s"].default),
-        connect_timeout_s=_seconds(t, "connect_timeout_s", where, d["connect_timeout_s"].default),
+        default_max_tokens=_int(t, "default_max_tokens", where, d["default_max_tokens"]),
+        max_connections=_int(t, "max_connections", where, d["max_connections"]),
+        pool_idle_timeout_s=_seconds(t, "pool_idle_timeout_s", where, d["pool_idle_timeout_s"]),
+        connect_timeout_s=_seconds(t, "connect_timeout_s", where, d["connect_timeout_s"]),
         first_byte_timeout_s=first_byte,
         stream_idle_timeout_s=stream_idle,
         total_timeout_s=total,
@@ -289,6 +289,11 @@ def _provider(index: int, t: dict[str, Any], env: dict[str, str]) -> ProviderSet
         fixed_headers=_fixed_headers(kind, host, port, tls, api_key, version),
     )  # fmt: skip
     return provider
+
+
+_PROVIDER_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in ProviderSettings.__dataclass_fields__.values() if not isinstance(f.default, type(MISSING))
+}
 
 
 def _fixed_headers(kind: str, host: str, port: int, tls: bool, api_key: str | None, version: str) -> bytes:

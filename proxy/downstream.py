@@ -134,7 +134,7 @@ class DownstreamProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        self.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)  # type: ignore[union-attr]
         self.gateway.connections.add(self)
         # A fresh connection must send its first head promptly (slowloris guard).
         self._arm(self.loop.time() + self.limits.header_timeout_s)

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from proxy.config import Route
     from proxy.downstream import DownstreamProtocol
     from proxy.errors import GatewayError
-    from proxy.generation import Generation
     from proxy.server import Gateway
     from proxy.upstream import UpstreamProtocol
 

@@ -35,7 +35,7 @@ class Generation:
         self.settings = settings
         self.pools = [_pool_for(provider, loop, previous) for provider in settings.providers]
         specs = settings.model_specs
-        self.router = Router(specs, [p.max_in_flight for p in settings.providers]) if specs else None
+        self.router = Router(specs, [p.max_in_flight for p in settings.providers])
         self.keys = Keys(settings.auth)
         self.requests = RequestCounters(len(settings.routes))
         self.planner = Planner(settings.cache, settings.cache_modes)
@@ -53,8 +53,6 @@ class Generation:
                 pool.retire()
 
     def _carry_over(self, previous: Generation) -> None:
-        if self.router is None or previous.router is None:
-            return
         old_routes = {_route_identity(r): r.id for r in previous.settings.routes}
         for route in self.settings.routes:
             old = old_routes.get(_route_identity(route))

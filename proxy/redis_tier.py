@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("llm_edge.cache")
 
@@ -58,7 +59,7 @@ class RedisTier:
             pass
 
     async def _get(self, key: bytes, done: Callable[[bytes | None], None]) -> None:
-        value: bytes | None = None
+        value: Any = None
         try:
             value = await asyncio.wait_for(self.client.get(key), self.timeout)
         except asyncio.CancelledError:
@@ -87,6 +88,6 @@ class RedisTier:
         self.down_until = self.loop.time() + BACKOFF_S
 
     def _spawn(self, coro: object) -> None:
-        task = self.loop.create_task(coro)  # type: ignore[arg-type]
+        task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -68,7 +68,7 @@ class Gateway:
         return self.gen.pools
 
     @property
-    def router(self) -> Router | None:
+    def router(self) -> Router:
         return self.gen.router
 
     def reload(self, settings: Settings) -> None:
@@ -124,8 +124,7 @@ class Gateway:
         loop_now = self.loop.time()
         for pool in self.pools:
             pool.sweep(loop_now)
-        if self.router is not None:
-            self.router.tick(loop_now)
+        self.router.tick(loop_now)
         if self.cache is not None:
             self.cache.store.sweep(loop_now)
         self._flush_access_log()
@@ -135,7 +134,7 @@ class Gateway:
 
     def _share(self) -> None:
         router = self.gen.router
-        if router is not None and self.shared is not None:
+        if self.shared is not None:
             self.shared.publish(router, self.settings.routes)
             self.shared.merge(router, self.settings.routes, self.loop.time())
         self._share_handle = self.loop.call_later(SHARE_INTERVAL_S, self._share)
@@ -180,8 +179,12 @@ def run(
         log.error("cannot listen on %s:%d: %s", settings.server.host, settings.server.port, exc.strerror)
         return 1
     stopping = loop.create_future()
+    def stop() -> None:
+        if not stopping.done():
+            stopping.set_result(None)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda: stopping.done() or stopping.set_result(None))
+        loop.add_signal_handler(signum, stop)
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, _reloader(gateway, reload))
     # Everything built so far lives as long as the process: move it out of the collector's sight, so

@@ -51,7 +51,7 @@ def strip_hop_by_hop(head: bytes, lower: bytes) -> bytes:
 
 def dechunk(data: bytes) -> bytes:
     """The payload of a complete chunked body (chunk extensions and trailers dropped)."""
-    out = []
+    out: list[bytes] = []
     at = 0
     while True:
         line_end = data.index(b"\r\n", at)

@@ -111,8 +111,6 @@ class Router:
     def __init__(
         self, models: Sequence[ModelSpec], provider_limits: Sequence[int], column: ColumnFactory = list_column
     ) -> None:
-        if not models:
-            raise ConfigError("models: at least one model is required")
         routes: list[RouteSpec] = []
         built: list[_Model] = []
         for i, spec in enumerate(models):

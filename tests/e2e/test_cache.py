@@ -13,7 +13,6 @@ from typing import Any
 
 import anthropic
 import openai
-import orjson
 import pytest
 
 from tests.e2e.conftest import GatewayFactory, MockFactory, provider
