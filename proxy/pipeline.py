@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from proxy import adapt, admin, caching, errors
+from proxy import adapt, admin, caching, errors, response
 from proxy.adapt import ANTHROPIC, OPENAI
 from proxy.limits import cost_header, cost_nusd_at
 from proxy.routing import Failure, failure_kind, is_route_failure, summarize_failures
@@ -284,16 +284,16 @@ def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: by
     """Relay the response head, adjusted for this hop, with whatever body bytes came with it."""
     lower = head.lower()
     status = conn.status
-    problem = _not_an_answer(ex, status, lower)
+    problem = response.not_an_answer(ex, status, lower)
     if problem is not None:  # caught before a byte reached the client: another route may do better
         route = conn.route
         assert route is not None
         attempt_failed(ex, route, F_MALFORMED, 0.0, errors.UpstreamProtocolError(problem), conn)
         return
-    retry_after = _retry_after(head, lower) if status >= 400 else 0.0
+    retry_after = response.retry_after_s(head, lower) if status >= 400 else 0.0
     if not _head_accepted(ex, conn, retry_after):
         return
-    if status >= 400 and (_content_length(lower) == 0 or b"json" not in _header(lower, b"content-type")):
+    if status >= 400 and (response.content_length(lower) == 0 or b"json" not in response.header(lower, b"content-type")):
         # The provider's error is not in any API's shape (an HTML page from a proxy, nothing at
         # all): the client gets its own API's error, with the status and Retry-After kept.
         _close(conn)
@@ -319,82 +319,18 @@ def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: by
         head = STATUS_LINE[status] + head[head.find(b"\r\n") + 2 :]
     line_end = head.find(b"\r\n") + 2
     if status >= 400:
-        head, rest = _redacted(ex, head), _redacted(ex, rest)
+        head, rest = response.redacted(ex, head), response.redacted(ex, rest)
     if ex.followers is not None:  # a cache leader: live followers get the same bytes
         ex.capture_chunked = not ex.close_delimited and lower.find(b"\r\ncontent-length:") < 0
         caching.on_leader_head(ex, head, line_end, rest)
     ex.tail = ex.first_body = rest
     if conn.message_done and ex.stream and status == 200:
-        rest = _end_of_stream(ex, rest)
+        rest = response.end_of_stream(ex, rest)
     ex.head_sent = True
     ex.downstream.write(head[:line_end] + ours + head[line_end:] + rest)  # head and first body bytes: one syscall
     ex.t_relayed = perf_counter()
 
 
-def _not_an_answer(ex: Exchange, status: int, lower: bytes) -> str | None:
-    """Why a 2xx head cannot be the API's answer (an HTML page, nothing, an unknown coding), if it cannot."""
-    if status >= 300:
-        return None
-    # Fast path, what real providers send: the exact header lines, found without parsing.
-    if (_STREAM_TYPE_LINE if ex.stream else _JSON_TYPE_LINE) not in lower:
-        content_type = _header(lower, b"content-type")
-        if content_type and (b"text/event-stream" if ex.stream else b"json") not in content_type:
-            return f"the provider answered {status} with {content_type.decode('latin-1')[:60]!r}, not an API answer"
-    if _EMPTY_LINE in lower:
-        return f"the provider answered {status} with an empty body"
-    if _TE_LINE in lower and _CHUNKED_LINE not in lower:
-        coding = _header(lower, b"transfer-encoding")
-        return f"the provider used a transfer coding the gateway does not read ({coding.decode('latin-1')[:40]!r})"
-    return None
-
-
-_JSON_TYPE_LINE = b"\r\ncontent-type: application/json"
-_STREAM_TYPE_LINE = b"\r\ncontent-type: text/event-stream"
-_EMPTY_LINE = b"\r\ncontent-length: 0\r\n"
-_TE_LINE = b"\r\ntransfer-encoding:"
-_CHUNKED_LINE = b"\r\ntransfer-encoding: chunked\r\n"
-
-
-def _header(lower: bytes, name: bytes) -> bytes:
-    """A header's value from a lowercased head (b"" when absent)."""
-    at = lower.find(b"\r\n" + name + b":")
-    if at < 0:
-        return b""
-    start = at + len(name) + 3
-    return lower[start : lower.find(b"\r\n", start)].strip()
-
-
-def _content_length(lower: bytes) -> int:
-    value = _header(lower, b"content-length")
-    return int(value) if value.isdigit() else -1
-
-
-def _redacted(ex: Exchange, data: bytes) -> bytes:
-    """An error relayed from a provider never carries the provider's key, even if it echoed it."""
-    route = ex.route
-    key = route.provider.api_key if route is not None else None
-    if key and data:
-        secret = key.encode("latin-1", "replace")
-        if secret in data:
-            return data.replace(secret, b"*" * len(secret))  # same length: content-length stays right
-    return data
-
-
-def _end_of_stream(ex: Exchange, data: bytes) -> bytes:
-    """The last bytes of a relayed stream: a provider that ended it without its terminator has
-    its stream closed with an error event, never a clean end that looks like success."""
-    if _stream_completed(ex, None):
-        return data
-    if ex.api == ANTHROPIC:
-        event = adapt.anthropic_stream_error("the provider ended the stream before it was complete", 502)
-    else:
-        event = b"data: " + openai_error_body("the provider ended the stream before it was complete",
-                                              "server_error", "upstream_stream_incomplete") + b"\n\n"  # fmt: skip
-    if ex.close_delimited:
-        return data + event
-    if ex.chunked_out and data.endswith(LAST_CHUNK):
-        return data[: -len(LAST_CHUNK)] + chunk(event) + LAST_CHUNK
-    return data
 
 
 def on_decoded_head(ex: Exchange, conn: UpstreamProtocol) -> None:
@@ -454,9 +390,9 @@ def on_upstream_data(ex: Exchange, data: bytes, last: bool = False) -> None:
     ex.tail_prev = ex.tail  # usage is read from the tail when the response ends
     ex.tail = data
     if last and ex.stream and ex.status == 200:
-        data = _end_of_stream(ex, data)
+        data = response.end_of_stream(ex, data)
     elif ex.status >= 400:
-        data = _redacted(ex, data)
+        data = response.redacted(ex, data)
     ex.downstream.write(data)
     if ex.followers is not None:
         caching.on_leader_data(ex, data)
@@ -481,7 +417,7 @@ def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> No
         if not ex.t_relayed:
             ex.t_relayed = perf_counter()
     now = gateway.loop.time()
-    if ex.stream and ex.status == 200 and not _stream_completed(ex, translation):
+    if ex.stream and ex.status == 200 and not response.stream_completed(ex, translation):
         # The provider ended its 200 stream with its own error event, or without its
         # terminator: the client has what the provider sent; the route failed all the same.
         ex.gen.router.on_failure(route.id, F_BROKEN, 0.0, now)
@@ -503,14 +439,6 @@ def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> No
     if reusable:
         conn.pool.release(conn)
     finish(ex)
-
-
-def _stream_completed(ex: Exchange, translation: adapt.Translation | None) -> bool:
-    """Did the provider end its stream as a finished answer ends?"""
-    if translation is not None:
-        return translation.completed
-    marker = b"message_stop" if ex.api == ANTHROPIC else b"data: [DONE]"
-    return marker in ex.tail_prev[-64:] + ex.tail  # the terminator may straddle the last two reads
 
 
 def _account(ex: Exchange, tokens_in: int, tokens_out: int) -> None:
@@ -626,17 +554,6 @@ def _hedge_due(ex: Exchange) -> None:
     attempt(ex, hedge=True)
 
 
-def _retry_after(head: bytes, lower: bytes) -> float:
-    at = lower.find(b"\r\nretry-after:")
-    if at < 0:
-        return 0.0
-    value = head[at + 14 : lower.find(b"\r\n", at + 2)].strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return 0.0  # an HTTP-date: rare from LLM providers; treat as no hint
-
-
 def fail(ex: Exchange, exc: errors.GatewayError) -> None:
     """End an exchange that went wrong: an error response if we still can, else an error event or a close."""
     if ex.done or ex.aborted:
@@ -699,23 +616,23 @@ def reply_error(ex: Exchange, exc: errors.GatewayError) -> None:
     ex.close_after = close
     gateway = ex.gateway
     if ex.api == ANTHROPIC:
-        response = json_response(
+        answer = json_response(
             exc.status, adapt.anthropic_error_body(exc.status, exc.message), close=close, extra=exc.headers(),
             date=gateway.date_header,
         )  # fmt: skip
     else:
-        response = error_response(
+        answer = error_response(
             exc.status, exc.message, exc.type, exc.code, exc.param, close=close, extra=exc.headers(),
             date=gateway.date_header,
         )  # fmt: skip
-    reply(ex, response)
+    reply(ex, answer)
 
 
-def reply(ex: Exchange, response: bytes) -> None:
+def reply(ex: Exchange, answer: bytes) -> None:
     """Write a complete response built by the gateway itself, and finish."""
     if ex.method == b"HEAD":
-        response = response[: response.find(b"\r\n\r\n") + 4]
-    ex.downstream.write(response)
+        answer = answer[: answer.find(b"\r\n\r\n") + 4]
+    ex.downstream.write(answer)
     ex.head_sent = True
     finish(ex)
 
