@@ -95,6 +95,34 @@ class _Store:
 
     # --- public interface ---
 
+    def get(self, key: bytes, now: float, max_age: float | None = None) -> CacheEntry | None:
+        """The live entry for `key` (marked used, as the eviction policy counts use), or None.
+
+        Expired entries are dropped here. With `max_age`, an entry older than that is not served
+        (a miss) but stays for other requests.
+        """
+        if self._sketch is not None:
+            self._sketch.record(key)
+        node = self._map.get(key)
+        if node is None:
+            self.misses += 1
+            return None
+        entry = node.entry
+        if entry.expires_at <= now:
+            self._remove(node)
+            self.expirations += 1
+            self.misses += 1
+            return None
+        if max_age is not None and now - entry.created_at > max_age:
+            self.misses += 1
+            return None
+        self._touch(node)
+        self.hits += 1
+        return entry
+
+    def _touch(self, node: _Node) -> None:
+        raise NotImplementedError
+
     def put(self, key: bytes, entry: CacheEntry, now: float, ttl: float) -> bool:
         """Store `entry` under `key` for `ttl` seconds, evicting as needed. False if it was refused.
 
@@ -227,29 +255,8 @@ class LRUStore(_Store):
         super().__init__(max_entries, max_bytes, sketch)
         self._order: OrderedDict[bytes, _Node] = OrderedDict()
 
-    def get(self, key: bytes, now: float, max_age: float | None = None) -> CacheEntry | None:
-        """The live entry for `key` (marked recently used), or None. Expired entries are dropped here.
-
-        With `max_age`, an entry older than that is not served (a miss) but stays for other requests.
-        """
-        if self._sketch is not None:
-            self._sketch.record(key)
-        node = self._map.get(key)
-        if node is None:
-            self.misses += 1
-            return None
-        entry = node.entry
-        if entry.expires_at <= now:
-            self._remove(node)
-            self.expirations += 1
-            self.misses += 1
-            return None
-        if max_age is not None and now - entry.created_at > max_age:
-            self.misses += 1
-            return None
-        self._order.move_to_end(key)
-        self.hits += 1
-        return entry
+    def _touch(self, node: _Node) -> None:
+        self._order.move_to_end(node.key)
 
     def _link(self, node: _Node) -> None:
         self._order[node.key] = node
@@ -272,29 +279,8 @@ class SieveStore(_Store):
         self._tail: _Node | None = None  # oldest
         self._hand: _Node | None = None  # next eviction candidate; None means start at the tail
 
-    def get(self, key: bytes, now: float, max_age: float | None = None) -> CacheEntry | None:
-        """The live entry for `key` (marked visited), or None. Expired entries are dropped here.
-
-        With `max_age`, an entry older than that is not served (a miss) but stays for other requests.
-        """
-        if self._sketch is not None:
-            self._sketch.record(key)
-        node = self._map.get(key)
-        if node is None:
-            self.misses += 1
-            return None
-        entry = node.entry
-        if entry.expires_at <= now:
-            self._remove(node)
-            self.expirations += 1
-            self.misses += 1
-            return None
-        if max_age is not None and now - entry.created_at > max_age:
-            self.misses += 1
-            return None
+    def _touch(self, node: _Node) -> None:
         node.visited = True  # the whole hit-path cost of SIEVE: no list surgery
-        self.hits += 1
-        return entry
 
     def _link(self, node: _Node) -> None:
         head = self._head

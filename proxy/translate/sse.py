@@ -128,3 +128,49 @@ class SSEParser:
         self._event = event
         self._data = data
         return events
+
+
+class SSETranslator:
+    """What both stream translators share: reading upstream SSE and ending the stream honestly.
+
+    A subclass provides `_event(payload, out)` (one upstream event in, client bytes appended to
+    `out`), `error(message, type)` (its format's error frame, setting `done`) and `EOF_ERROR`, the
+    (message, type) of the error frame sent when the upstream stops before its terminator.
+    """
+
+    __slots__ = ()
+    EOF_ERROR: tuple[str, str] = ("upstream stream ended early", "api_error")
+    _parser: SSEParser
+    done: bool
+
+    def feed(self, data: bytes) -> bytes:
+        """Consume one upstream read (any split); return bytes for the client, maybe b""."""
+        if self.done:
+            return b""
+        events = self._parser.feed(data)
+        if not events:
+            return b""
+        out: list[bytes] = []
+        for _name, payload in events:
+            self._event(payload, out)
+            if self.done:
+                break
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        """Upstream EOF. Returns an error frame if the stream had not ended cleanly."""
+        if self.done:
+            return b""
+        out: list[bytes] = []
+        for _name, payload in self._parser.flush():
+            self._event(payload, out)
+            if self.done:
+                return b"".join(out)
+        out.append(self.error(*self.EOF_ERROR))
+        return b"".join(out)
+
+    def error(self, message: str, type: str) -> bytes:  # noqa: A002 (the error's API-level name)
+        raise NotImplementedError
+
+    def _event(self, payload: bytes, out: list[bytes]) -> None:
+        raise NotImplementedError

@@ -31,7 +31,7 @@ from proxy.translate.frames import (
 from proxy.translate.ids import mint_id
 from proxy.translate.reasons import stop_reason_from_openai
 from proxy.translate.response_to_anthropic import anthropic_message_id
-from proxy.translate.sse import SSEParser
+from proxy.translate.sse import SSEParser, SSETranslator
 from proxy.translate.usage import UsageDetail, anthropic_usage, openai_usage_detail
 
 _dumps = orjson.dumps
@@ -45,7 +45,7 @@ _TEXT_BLOCK_TAIL = b',"content_block":{"type":"text","text":""}}\n\n'
 _NONE, _TEXT, _TOOL = 0, 1, 2  # kind of the open content block
 
 
-class OpenAIToAnthropicStream:
+class OpenAIToAnthropicStream(SSETranslator):
     """Translate one OpenAI chat.completion.chunk SSE stream into Anthropic SSE, incrementally.
 
     After the stream ends (`done`), `finish_reason` (Anthropic `stop_reason`),
@@ -79,6 +79,7 @@ class OpenAIToAnthropicStream:
         "upstream_finish_reason",
         "usage_final",
     )
+    EOF_ERROR = ("upstream stream ended before [DONE]", "api_error")
 
     def __init__(self, model: str, *, message_id: str | None = None, input_tokens: int = 0) -> None:
         """`model`: the name the client asked for. `message_id`: fixed `msg_…` id (default:
@@ -110,32 +111,6 @@ class OpenAIToAnthropicStream:
         self.cache_write_tokens = 0
 
     # public interface
-
-    def feed(self, data: bytes) -> bytes:
-        """Consume one upstream read (any split); return bytes for the client, maybe b""."""
-        if self.done:
-            return b""
-        events = self._parser.feed(data)
-        if not events:
-            return b""
-        out: list[bytes] = []
-        for _name, payload in events:
-            self._event(payload, out)
-            if self.done:
-                break
-        return b"".join(out)
-
-    def close(self) -> bytes:
-        """Upstream EOF. Returns an error event if the stream had not ended cleanly."""
-        if self.done:
-            return b""
-        out: list[bytes] = []
-        for _name, payload in self._parser.flush():
-            self._event(payload, out)
-            if self.done:
-                return b"".join(out)
-        out.append(self.error("upstream stream ended before [DONE]", "api_error"))
-        return b"".join(out)
 
     def error(self, message: str, type: str) -> bytes:
         """An Anthropic `event: error` frame; ends the stream. b"" if it already ended."""

@@ -20,7 +20,7 @@ import orjson
 from proxy.translate.frames import OPENAI_DONE, PING_COMMENT, openai_error_frame, openai_frame
 from proxy.translate.ids import mint_id, now
 from proxy.translate.reasons import finish_reason_from_anthropic
-from proxy.translate.sse import SSEParser
+from proxy.translate.sse import SSEParser, SSETranslator
 from proxy.translate.usage import UsageDetail, openai_usage
 
 _dumps = orjson.dumps
@@ -33,7 +33,7 @@ _DELTA_CLOSE = b"}"
 _ARGS_CLOSE = b"}}]}"
 
 
-class AnthropicToOpenAIStream:
+class AnthropicToOpenAIStream(SSETranslator):
     """Translate one Anthropic Messages SSE stream into OpenAI chunk SSE, incrementally.
 
     After the stream ends (`done`), `finish_reason`, `input_tokens` (all prompt tokens,
@@ -64,6 +64,7 @@ class AnthropicToOpenAIStream:
         "upstream_stop_reason",
         "usage_final",
     )
+    EOF_ERROR = ("upstream stream ended before message_stop", "server_error")
 
     def __init__(
         self, model: str, *, include_usage: bool, created: int | None = None, chunk_id: str | None = None
@@ -112,32 +113,6 @@ class AnthropicToOpenAIStream:
     def cache_write_tokens(self) -> int:
         """Prompt tokens written to the cache."""
         return self._cache_write
-
-    def feed(self, data: bytes) -> bytes:
-        """Consume one upstream read (any split); return bytes for the client, maybe b""."""
-        if self.done:
-            return b""
-        events = self._parser.feed(data)
-        if not events:
-            return b""
-        out: list[bytes] = []
-        for _name, payload in events:
-            self._event(payload, out)
-            if self.done:
-                break
-        return b"".join(out)
-
-    def close(self) -> bytes:
-        """Upstream EOF. Returns an error frame if the stream had not ended cleanly."""
-        if self.done:
-            return b""
-        out: list[bytes] = []
-        for _name, payload in self._parser.flush():
-            self._event(payload, out)
-            if self.done:
-                return b"".join(out)
-        out.append(self.error("upstream stream ended before message_stop", "server_error"))
-        return b"".join(out)
 
     def error(self, message: str, type: str) -> bytes:
         """An OpenAI mid-stream error frame; ends the stream. b"" if it already ended."""
