@@ -576,6 +576,8 @@ def fail(ex: Exchange, exc: errors.GatewayError) -> None:
         else:
             event = b"data: " + openai_error_body(exc.message, exc.type, exc.code) + b"\n\n"
         ex.downstream.write(chunk(event) + LAST_CHUNK)
+    # Closed even after a clean error event: a failed exchange's connection is not worth the risk
+    # of reuse (its upstream ended abnormally; the client may have a read in flight).
     ex.close_after = True
     if not ex.status or ex.status < 400:
         ex.status = exc.status

@@ -71,6 +71,9 @@ def end_of_stream(ex: Exchange, data: bytes) -> bytes:
     its stream closed with an error event, never a clean end that looks like success."""
     if stream_completed(ex, None):
         return data
+    recent = ex.tail_prev[-64:] + ex.tail
+    if b"event: error" in recent or b'data: {"error"' in recent:
+        return data  # the provider ended it with its own error event: the client has it already
     if ex.api == ANTHROPIC:
         event = adapt.anthropic_stream_error("the provider ended the stream before it was complete", 502)
     else:

@@ -13,6 +13,10 @@
 # over time and the cache hit rate. `--repeat-ratio` makes that share of the requests repeat
 # earlier ones (temperature 0, so they are cacheable). A failover run with any client error
 # exits 1 like any other run with errors: fallback must hide the failing provider completely.
+#
+# `--soak MINUTES` (sim/soak.py) runs the bounded soak test instead: a mixed load with client
+# aborts and provider faults, the gateway's RSS, fds and pools measured at the start and the
+# end. Exit status 0 when nothing was lost and nothing grew past its bound, else 1.
 from __future__ import annotations
 
 import argparse
@@ -54,6 +58,7 @@ class Settings:
     quiet: bool
     scenario: str | None = None
     repeat_ratio: float = 0.0
+    soak: float | None = None  # minutes of soak test (sim/soak.py) instead of a throughput run
 
     def mode(self) -> str:
         """"open" with a fixed arrival rate, else "closed"."""
@@ -88,10 +93,24 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                       help="degrade the preferred mock mid-run: failover (500s from 1/3 to 2/3 of the run), "
                            "slowdown (TTFT above the SLA from 1/3 to 2/3) or steady (no change); default load "
                            f"{SCENARIO_RATE:g} req/s for {SCENARIO_DURATION:g}s")
+    soak_group = p.add_argument_group("soak")
+    soak_group.add_argument("--soak", type=float, metavar="MINUTES",
+                            help="soak test for MINUTES (e.g. 10, or 1 in CI): streams, cache hits, client aborts "
+                                 "and provider faults; fails if a request is lost or the gateway's RSS, fds or "
+                                 "pools grow past their bounds (see sim/soak.py)")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the report as one JSON object")
     out.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     a = p.parse_args(argv)
+    if a.soak is not None:
+        if not a.soak > 0:
+            p.error("--soak must be > 0 minutes")
+        given = [name for name, default in (("requests", None), ("duration", None), ("rate", None),
+                                            ("connections", None), ("scenario", None), ("stream", False),
+                                            ("repeat_ratio", 0.0)) if getattr(a, name) != default]  # fmt: skip
+        if given:
+            flags = ", ".join("--" + g.replace("_", "-") for g in given)
+            p.error(f"--soak runs its own mixed load; it does not take {flags}")
     if a.scenario and a.requests is None and a.duration is None and a.rate is None:
         a.duration, a.rate = SCENARIO_DURATION, SCENARIO_RATE
         a.connections = a.connections or 64
@@ -111,6 +130,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         requests=a.requests, duration=a.duration, concurrency=a.concurrency, rate=a.rate, connections=a.connections,
         stream=a.stream, tokens=a.tokens, timeout=a.timeout, loadgen_cpu=a.loadgen_cpu, gateway_cpu=a.gateway_cpu,
         gateway_loop=a.gateway_loop, json=a.json, quiet=a.quiet, scenario=a.scenario, repeat_ratio=a.repeat_ratio,
+        soak=a.soak,
     )
 
 
@@ -207,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_exit)
     signal.signal(signal.SIGHUP, _raise_exit)
+    if settings.soak is not None:
+        return soak_main(settings)
     try:
         rep = simulate(settings)
     except (StartError, loadgen.LoadgenError) as exc:
@@ -221,6 +243,30 @@ def main(argv: list[str] | None = None) -> int:
         print(report.format_text(rep))
     sys.stdout.flush()
     return 0 if rep["errors"] == 0 and rep["total_requests"] > 0 else 1
+
+
+def soak_main(s: Settings) -> int:
+    """`--soak`: run the soak test, print its report; 0 when it passed, 1 when not."""
+    from sim import soak  # only here: the throughput runs do not need it
+
+    cpus = loadgen.parse_cpus(s.gateway_cpu) if s.gateway_cpu else None
+    try:
+        rep = soak.run(s.soak or 0.0, quiet=s.quiet, gateway_loop=s.gateway_loop, gateway_cpus=cpus)
+    except StartError as exc:
+        print(f"sim: {exc}", file=sys.stderr)
+        return 2
+    except soak.SoakError as exc:
+        print(f"sim: soak failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sim: interrupted", file=sys.stderr)
+        return 130
+    if s.json:
+        sys.stdout.buffer.write(orjson.dumps(rep) + b"\n")
+    else:
+        print(soak.format_text(rep))
+    sys.stdout.flush()
+    return 0 if rep["verdict"] == "PASS" else 1
 
 
 if __name__ == "__main__":

@@ -296,6 +296,13 @@ def test_growth_past_a_bound_fails(end: Snapshot, peak: int, failed: set[str]) -
     assert failing(growth_checks(snap(), end, {FAULTY: peak, HEALTHY: 1}, Bounds())) == failed
 
 
+def test_a_leak_within_the_warm_up_fails_too() -> None:
+    leaky = snap(fds=54, open_=20, idle=4, drained=16)  # leaked during the warm-up, no growth after
+    assert failing(growth_checks(leaky, leaky, {FAULTY: 20}, Bounds(), boot_fds=14)) == {
+        "fds", "pool_idle_at_rest", "pool_drained"}
+    assert failing(growth_checks(snap(fds=16), snap(fds=17), {}, Bounds(), boot_fds=14)) == set()
+
+
 def test_rss_bound_is_the_larger_of_the_slack_and_the_ratio() -> None:
     b = Bounds(rss_slack_mb=8.0, rss_slack_ratio=0.25)
     assert b.rss_limit_kb(20 * 1024) == 8 * 1024
