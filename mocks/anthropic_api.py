@@ -86,13 +86,6 @@ class AnthropicApi(ProviderApi):
 
     # -- routes ------------------------------------------------------------------------------------
 
-    def route(self, suffix: str) -> dict[str, Any] | None:
-        """Fixed routes, plus `/models/{id}`."""
-        methods = self.routes.get(suffix)
-        if methods is None and suffix.startswith("/models/"):
-            return {"GET": self.model}
-        return methods
-
     def messages(self, req: Request) -> Reply:
         """POST /v1/messages."""
         return self.cached("messages", req, self._render_message)

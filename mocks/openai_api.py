@@ -96,13 +96,6 @@ class OpenAIApi(ProviderApi):
 
     # -- routes ------------------------------------------------------------------------------------
 
-    def route(self, suffix: str) -> dict[str, Any] | None:
-        """Fixed routes, plus `/models/{id}`."""
-        methods = self.routes.get(suffix)
-        if methods is None and suffix.startswith("/models/"):
-            return {"GET": self.model}
-        return methods
-
     def chat(self, req: Request) -> Reply:
         """POST /v1/chat/completions."""
         return self.cached("chat", req, self._render_chat)

@@ -80,8 +80,15 @@ class ProviderApi:
             return self.error_reply(exc.status, exc.message, param=exc.param, code=exc.code)
 
     def route(self, suffix: str) -> dict[str, Handler] | None:
-        """The handlers for `suffix` (the path after `/v1`), or None for an unknown path."""
-        return self.routes.get(suffix)
+        """The handlers for `suffix` (the path after `/v1`), plus `/models/{id}`; None for an unknown path."""
+        methods = self.routes.get(suffix)
+        if methods is None and suffix.startswith("/models/"):
+            return {"GET": self.model}
+        return methods
+
+    def model(self, req: Request) -> Reply:
+        """GET /v1/models/{id}: each API answers in its own shape."""
+        raise NotImplementedError
 
     def cached(self, endpoint: str, req: Request, render: Callable[[dict[str, Any], Request], Reply]) -> Reply:
         """The rendered template for this request's body, rendering (and caching) on a miss."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from typing import IO, Any
 import orjson
 
 from sim.engine import LoadgenError, LoadSpec, run_async
+from sim.procs import terminate
 from sim.results import ERROR_KINDS, Progress, Results, merge
 
 __all__ = [
@@ -189,15 +189,7 @@ class LoadProcess:
     def stop(self, grace: float = 2.0) -> None:
         """End the child (SIGTERM, then SIGKILL after ``grace`` seconds) and release pipes."""
         proc = self.proc
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                proc.wait()
+        terminate(proc, grace)
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
                 pipe.close()

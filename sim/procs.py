@@ -121,15 +121,7 @@ class Child:
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                proc.wait()
+        terminate(proc, grace)
         if self._drain is not None:
             self._drain.join(1.0)
         if proc.stdout is not None:
@@ -188,3 +180,17 @@ def wait_healthy(child: Child, host: str, port: int, path: str = "/healthz", tim
         if time.monotonic() >= deadline:
             raise StartError(f"{child.name}: {path} not healthy within {timeout:g}s (last: {last})\n{child.log_tail()}")
         time.sleep(0.01)  # poll interval for a server that is up but not ready, not a start-up guess
+
+
+def terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Stop a child by pid: SIGTERM, then SIGKILL if it is still there after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
