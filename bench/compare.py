@@ -195,7 +195,7 @@ class Bench:
         try:
             exe = litellm_env.ensure(venv, self.dir / "litellm-pip.log", self.say)
             child, addr, key = litellm_env.start(exe, self.dir / "litellm", static, self.mock_addr, self.s.proxy_cpu)
-        except (litellm_env.LiteLLMUnavailable, procs.StartError) as exc:
+        except (litellm_env.LiteLLMUnavailableError, procs.StartError) as exc:
             target.note = f"LiteLLM unavailable: {str(exc).splitlines()[0]}"
             self.say(target.note)
             return target

@@ -23,7 +23,7 @@ from sim import procs
 _RUNNING = re.compile(r"Uvicorn running on https?://([0-9.]+):(\d+)")
 
 
-class LiteLLMUnavailable(RuntimeError):
+class LiteLLMUnavailableError(RuntimeError):
     """LiteLLM could not be installed or started; the message says why."""
 
 
@@ -56,12 +56,12 @@ def ensure(venv: Path, log: Path, progress: object = print) -> Path:
             try:
                 code = subprocess.run(argv, stdout=out, stderr=out, timeout=1800, check=False).returncode
             except (OSError, subprocess.TimeoutExpired) as exc:
-                raise LiteLLMUnavailable(f"{argv[2]} failed: {exc}") from None
+                raise LiteLLMUnavailableError(f"{argv[2]} failed: {exc}") from None
             if code != 0:
                 tail = log.read_text("utf-8", "replace").strip().splitlines()[-5:]
-                raise LiteLLMUnavailable(f"`{' '.join(argv[-3:])}` exited with {code}: " + " | ".join(tail))
+                raise LiteLLMUnavailableError(f"`{' '.join(argv[-3:])}` exited with {code}: " + " | ".join(tail))
     if not exe.exists():
-        raise LiteLLMUnavailable(f"pip installed litellm but {exe} is missing")
+        raise LiteLLMUnavailableError(f"pip installed litellm but {exe} is missing")
     marker.write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
     return exe
 
@@ -135,9 +135,9 @@ def start(
                 addr = (match.group(1), int(match.group(2)))
                 break
             if not child.alive():
-                raise LiteLLMUnavailable(f"litellm exited before it was ready\n{child.log_tail()}")
+                raise LiteLLMUnavailableError(f"litellm exited before it was ready\n{child.log_tail()}")
             if time.monotonic() > deadline:
-                raise LiteLLMUnavailable(f"litellm did not start within {timeout:g}s\n{child.log_tail()}")
+                raise LiteLLMUnavailableError(f"litellm did not start within {timeout:g}s\n{child.log_tail()}")
             time.sleep(0.1)  # polling its log: uvicorn announces the port nowhere else
         procs.wait_healthy(child, *addr, "/health/liveliness", timeout=30.0)
     except BaseException:

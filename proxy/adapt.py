@@ -50,7 +50,7 @@ def upstream_request(ex: Exchange, route: Route) -> tuple[str, bytes, Translatio
     upstream_model = route.upstream_model if route.upstream_model is not None else ex.model.partition("/")[2]
     if ex.endpoint == "/embeddings":
         if api == ANTHROPIC:
-            raise errors.BadRequest(f"provider {provider.name!r} (anthropic) has no embeddings endpoint", param="model")
+            raise errors.BadRequestError(f"provider {provider.name!r} (anthropic) has no embeddings endpoint", param="model")
         return "/embeddings", _spliced(ex, route, upstream_model), None
     if api == ex.api:
         if api == OPENAI and ex.stream and not translate.client_wants_usage(payload):

@@ -285,20 +285,20 @@ class Keys:
     def rejection(self, presented: bytes) -> GatewayError:
         """The 401 for a request whose key is missing (`presented` empty) or matches none."""
         if not presented:
-            return InvalidKey("missing gateway key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
-        return InvalidKey("invalid gateway key")
+            return InvalidKeyError("missing gateway key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
+        return InvalidKeyError("invalid gateway key")
 
     def refusal(self, key: int, reason: str, retry_after_s: float) -> GatewayError:
         """The 429 for a request `admit` refused (`reason`, `retry_after_s` from `admit`)."""
         k = self.settings.keys[key]
         if reason == BUDGET:
-            return BudgetExhausted(f"gateway key {k.name!r} has used its budget of {_usd(k.budget_nusd)} USD")
+            return BudgetExhaustedError(f"gateway key {k.name!r} has used its budget of {_usd(k.budget_nusd)} USD")
         if reason == RPM:
-            return KeyRateLimited(
+            return KeyRateLimitedError(
                 f"rate limit reached for gateway key {k.name!r} on requests per minute: limit {k.rpm}",
                 retry_after_s, type_="requests",
             )  # fmt: skip
-        return KeyRateLimited(
+        return KeyRateLimitedError(
             f"rate limit reached for gateway key {k.name!r} on tokens per minute: limit {k.tpm}",
             retry_after_s, type_="tokens",
         )  # fmt: skip
@@ -314,7 +314,7 @@ class Keys:
 # -- errors ----------------------------------------------------------------------------------
 
 
-class InvalidKey(GatewayError):
+class InvalidKeyError(GatewayError):
     """401: no gateway key, or one that matches none (OpenAI's `invalid_api_key`)."""
 
     status = 401
@@ -322,7 +322,7 @@ class InvalidKey(GatewayError):
     code = "invalid_api_key"
 
 
-class KeyRateLimited(GatewayError):
+class KeyRateLimitedError(GatewayError):
     """429 with Retry-After: the key is over its requests- or tokens-per-minute limit."""
 
     status = 429
@@ -339,7 +339,7 @@ class KeyRateLimited(GatewayError):
         return retry_after_headers(self.retry_after_s)
 
 
-class BudgetExhausted(GatewayError):
+class BudgetExhaustedError(GatewayError):
     """429 that SDKs must not retry: the key's spend budget is used up."""
 
     status = 429

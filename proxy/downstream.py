@@ -91,7 +91,7 @@ def header_actions(forwarded: tuple[bytes, ...]) -> dict[bytes, int | None]:
 _WRITE_HIGH_WATER = 64 * 1024
 
 
-class _StopParsing(Exception):
+class _StopParsingError(Exception):
     """Raised from a parser callback to stop httptools mid-buffer."""
 
 
@@ -147,20 +147,20 @@ class DownstreamProtocol(asyncio.Protocol):
                 self.head_fed += len(data)
             self.parser.feed_data(data)
             if self.state == _HEAD and self.head_fed > self.limits.max_header_bytes:
-                raise errors.HeadersTooLarge("request head is too large")
+                raise errors.HeadersTooLargeError("request head is too large")
         except httptools.HttpParserUpgrade:
             self._on_upgrade()
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, _StopParsing):
+            if isinstance(cause, _StopParsingError):
                 return
             if isinstance(cause, errors.GatewayError):
                 self._reject(cause)
             else:
                 log.exception("unexpected error while parsing a request")
-                self._reject(errors.MalformedHTTP("could not parse the request"))
+                self._reject(errors.MalformedHTTPError("could not parse the request"))
         except httptools.HttpParserError as exc:
-            self._reject(errors.MalformedHTTP(f"malformed HTTP request: {exc}"))
+            self._reject(errors.MalformedHTTPError(f"malformed HTTP request: {exc}"))
         except errors.GatewayError as exc:
             self._reject(exc)
 
@@ -198,7 +198,7 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         if self.stop_reading:
-            raise _StopParsing  # bytes after a "close" or a rejected request are not ours to answer
+            raise _StopParsingError  # bytes after a "close" or a rejected request are not ours to answer
         self.reading = Exchange(self.gateway, self)
         if self.state == _IDLE:
             self.state = _HEAD
@@ -210,7 +210,7 @@ class DownstreamProtocol(asyncio.Protocol):
         assert ex is not None
         ex.url += url  # httptools may deliver the URL in several pieces
         if len(ex.url) > self.limits.max_uri_bytes:
-            raise errors.URITooLong("request URI is too long")
+            raise errors.URITooLongError("request URI is too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self.reading
@@ -220,7 +220,7 @@ class DownstreamProtocol(asyncio.Protocol):
         ex.header_count += 1
         ex.header_bytes += len(name) + len(value) + 4
         if ex.header_count > self.limits.max_headers:
-            raise errors.HeadersTooLarge(f"more than {self.limits.max_headers} request headers")
+            raise errors.HeadersTooLargeError(f"more than {self.limits.max_headers} request headers")
         actions = self.gateway.gen.header_actions
         action = actions.get(name, _UNSEEN)  # exact spellings first: most headers need no lower() at all
         if action is _UNSEEN:
@@ -233,12 +233,12 @@ class DownstreamProtocol(asyncio.Protocol):
         elif action == CONTENT_LENGTH:
             ex.content_length = int(value)  # httptools has already checked the digits
             if ex.content_length > self.limits.max_body_bytes:
-                raise errors.PayloadTooLarge(f"request body exceeds {self.limits.max_body_bytes} bytes")
+                raise errors.PayloadTooLargeError(f"request body exceeds {self.limits.max_body_bytes} bytes")
         elif action == HOST:
             ex.host_count += 1
         elif action == EXPECT:
             if value.lower() != b"100-continue":
-                raise errors.ExpectationFailed("only 'Expect: 100-continue' is supported")
+                raise errors.ExpectationFailedError("only 'Expect: 100-continue' is supported")
             ex.expect_continue = True
         elif action == CONNECTION:
             if b"close" in value.lower():
@@ -256,7 +256,7 @@ class DownstreamProtocol(asyncio.Protocol):
             # httptools accepts codings it does not apply ("gzip, chunked", ", chunked"): anything
             # but plain chunked could be read two ways by two parsers, so it is refused (RFC 9112 6.1).
             if value.strip().lower() != b"chunked" or ex.chunked:
-                raise errors.MalformedHTTP("only 'Transfer-Encoding: chunked', once, is accepted")
+                raise errors.MalformedHTTPError("only 'Transfer-Encoding: chunked', once, is accepted")
             ex.chunked = True
         elif action == UPGRADE:
             ex.upgrade = True
@@ -272,19 +272,19 @@ class DownstreamProtocol(asyncio.Protocol):
         ex.method = parser.get_method()
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
-            raise errors.MalformedHTTP(f"unsupported HTTP version {version}")
+            raise errors.MalformedHTTPError(f"unsupported HTTP version {version}")
         if ex.chunked and version == "1.0":
-            raise errors.MalformedHTTP("Transfer-Encoding in an HTTP/1.0 request: the framing cannot be trusted")
+            raise errors.MalformedHTTPError("Transfer-Encoding in an HTTP/1.0 request: the framing cannot be trusted")
         if ex.header_bytes > self.limits.max_header_bytes:
-            raise errors.HeadersTooLarge(f"request headers exceed {self.limits.max_header_bytes} bytes")
+            raise errors.HeadersTooLargeError(f"request headers exceed {self.limits.max_header_bytes} bytes")
         if ex.host_count > 1 or (version == "1.1" and ex.host_count != 1):
-            raise errors.MalformedHTTP("a request needs exactly one Host header (HTTP/1.0: at most one)")
+            raise errors.MalformedHTTPError("a request needs exactly one Host header (HTTP/1.0: at most one)")
         if ex.upgrade:
             # httptools stops at an upgrade and would leave the body unread: say so plainly rather
             # than answer a request we only half read (curl --http2 on http:// asks for h2c).
-            raise errors.MalformedHTTP("protocol upgrades (h2c, websocket) are not supported: send plain HTTP/1.1")
+            raise errors.MalformedHTTPError("protocol upgrades (h2c, websocket) are not supported: send plain HTTP/1.1")
         if not ex.url.startswith(b"/") and ex.method != b"CONNECT":  # CONNECT gets its 405 below
-            raise errors.MalformedHTTP("only origin-form request targets are accepted; this is not a forward proxy")
+            raise errors.MalformedHTTPError("only origin-form request targets are accepted; this is not a forward proxy")
         ex.keep_alive = ex.keep_alive and parser.should_keep_alive()
         self.state = _BODY
         self.head_fed = 0
@@ -299,7 +299,7 @@ class DownstreamProtocol(asyncio.Protocol):
         ex.body_parts.append(body)
         ex.body_size += len(body)
         if ex.body_size > self.limits.max_body_bytes:  # chunked bodies have no length to check up front
-            raise errors.PayloadTooLarge(f"request body exceeds {self.limits.max_body_bytes} bytes")
+            raise errors.PayloadTooLargeError(f"request body exceeds {self.limits.max_body_bytes} bytes")
 
     def on_message_complete(self) -> None:
         ex = self.reading

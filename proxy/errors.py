@@ -38,12 +38,12 @@ class GatewayError(Exception):
 # Downstream: the client's request is wrong.
 
 
-class BadRequest(GatewayError):
+class BadRequestError(GatewayError):
     status = 400
     type = "invalid_request_error"
 
 
-class MalformedHTTP(BadRequest):
+class MalformedHTTPError(BadRequestError):
     """The request is not valid HTTP/1.1, or its framing is ambiguous. Answer and close."""
 
     close = True
@@ -56,47 +56,47 @@ class RequestTimeout(GatewayError):
     close = True
 
 
-class PayloadTooLarge(GatewayError):
+class PayloadTooLargeError(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
     close = True
 
 
-class URITooLong(GatewayError):
+class URITooLongError(GatewayError):
     status = 414
     type = "invalid_request_error"
     close = True
 
 
-class HeadersTooLarge(GatewayError):
+class HeadersTooLargeError(GatewayError):
     status = 431
     type = "invalid_request_error"
     close = True
 
 
-class ExpectationFailed(GatewayError):
+class ExpectationFailedError(GatewayError):
     status = 417
     type = "invalid_request_error"
     close = True
 
 
-class NotFound(GatewayError):
+class NotFoundError(GatewayError):
     status = 404
     type = "invalid_request_error"
 
 
-class ModelNotFound(NotFound):
+class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
     param = "model"
 
 
-class MethodNotAllowed(GatewayError):
+class MethodNotAllowedError(GatewayError):
     status = 405
     type = "invalid_request_error"
 
 
-class ConnectNotAllowed(MethodNotAllowed):
+class ConnectNotAllowedError(MethodNotAllowedError):
     close = True  # whatever follows a CONNECT is meant for a tunnel, not for us
 
 
@@ -120,7 +120,7 @@ class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
 
 
-class UpstreamClosed(UpstreamError):
+class UpstreamClosedError(UpstreamError):
     code = "upstream_closed"
 
 
@@ -133,7 +133,7 @@ class ConnectTimeout(UpstreamTimeout):
     code = "upstream_connect_timeout"
 
 
-class AllRoutesFailed(UpstreamError):
+class AllRoutesFailedError(UpstreamError):
     """Every attempt failed: answered with the most telling status the attempts add up to."""
 
     code = "upstream_failed"

@@ -71,7 +71,7 @@ def handle(ex: Exchange) -> None:
         if ex.error is not None:
             raise ex.error
         if ex.method == b"CONNECT":
-            raise errors.ConnectNotAllowed("CONNECT is not supported: llm-edge is not a forward proxy")
+            raise errors.ConnectNotAllowedError("CONNECT is not supported: llm-edge is not a forward proxy")
         path = ex.url
         query = path.find(b"?")
         if query >= 0:
@@ -81,10 +81,10 @@ def handle(ex: Exchange) -> None:
             if path.startswith(b"/v1/models/") and ex.method in (b"GET", b"HEAD"):
                 reply(ex, admin.model(ex.gateway, path[11:].decode("utf-8", "replace")))
                 return
-            raise errors.NotFound(f"unknown path {path.decode('latin-1')[:200]!r}")
+            raise errors.NotFoundError(f"unknown path {path.decode('latin-1')[:200]!r}")
         method, handler, ex.api, guarded = entry
         if ex.method != method and not (method == b"GET" and ex.method == b"HEAD"):
-            raise errors.MethodNotAllowed(f"{ex.method.decode('latin-1')} is not allowed here; use {method.decode()}")
+            raise errors.MethodNotAllowedError(f"{ex.method.decode('latin-1')} is not allowed here; use {method.decode()}")
         if guarded and ex.gen.keys.required:
             admit(ex)
         handler(ex)
@@ -115,7 +115,7 @@ def chat_completions(ex: Exchange) -> None:
     payload = parse_request(ex)
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise errors.BadRequest("'messages' must be a non-empty array", param="messages")
+        raise errors.BadRequestError("'messages' must be a non-empty array", param="messages")
     ex.endpoint = "/chat/completions"
     forward_to_model(ex)
 
@@ -124,10 +124,10 @@ def messages(ex: Exchange) -> None:
     """POST /v1/messages (Anthropic's API): validate, then cache → route → upstream."""
     payload = parse_request(ex)
     if not isinstance(payload.get("messages"), list):
-        raise errors.BadRequest("messages: Field required", param="messages")
+        raise errors.BadRequestError("messages: Field required", param="messages")
     max_tokens = payload.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise errors.BadRequest("max_tokens: Field required (a positive integer)", param="max_tokens")
+        raise errors.BadRequestError("max_tokens: Field required (a positive integer)", param="max_tokens")
     ex.endpoint = "/messages"
     forward_to_model(ex)
 
@@ -136,7 +136,7 @@ def embeddings(ex: Exchange) -> None:
     """POST /v1/embeddings: passed through to an OpenAI-compatible route."""
     payload = parse_request(ex)
     if "input" not in payload:
-        raise errors.BadRequest("'input' is required", param="input")
+        raise errors.BadRequestError("'input' is required", param="input")
     ex.endpoint = "/embeddings"
     forward_to_model(ex)
 
@@ -158,7 +158,7 @@ def no_route_left(ex: Exchange) -> None:
     """Every route is open, cooling down or full: say when to come back rather than wait."""
     gateway = ex.gateway
     wait = ex.gen.router.retry_after(ex.model_id, gateway.loop.time())
-    fail(ex, errors.AllRoutesFailed(
+    fail(ex, errors.AllRoutesFailedError(
         f"no route for model {ex.model!r} is available right now", status=503,
         retry_after=max(1, min(60, math.ceil(wait))), final=False,
     ))  # fmt: skip
@@ -172,15 +172,15 @@ def parse_request(ex: Exchange) -> dict[str, Any]:
     try:
         payload = orjson.loads(ex.body)
     except orjson.JSONDecodeError as exc:
-        raise errors.BadRequest(f"the request body is not valid JSON: {exc.msg}") from None
+        raise errors.BadRequestError(f"the request body is not valid JSON: {exc.msg}") from None
     if not isinstance(payload, dict):
-        raise errors.BadRequest("the request body must be a JSON object")
+        raise errors.BadRequestError("the request body must be a JSON object")
     model = payload.get("model")
     if not isinstance(model, str) or not model:
-        raise errors.BadRequest("'model' must be a non-empty string", param="model")
+        raise errors.BadRequestError("'model' must be a non-empty string", param="model")
     stream = payload.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
-        raise errors.BadRequest("'stream' must be a boolean", param="stream")
+        raise errors.BadRequestError("'stream' must be a boolean", param="stream")
     ex.payload = payload
     ex.model = model
     ex.stream = stream is True
@@ -198,7 +198,7 @@ def resolve_model(ex: Exchange) -> None:
         provider_name, slash, _ = ex.model.partition("/")
         route = settings.direct_routes.get(provider_name) if slash else None
         if route is None:
-            raise errors.ModelNotFound(f"the model {ex.model!r} does not exist on this gateway")
+            raise errors.ModelNotFoundError(f"the model {ex.model!r} does not exist on this gateway")
         ex.model_id = route.model_id
         router_settings = settings.router
     ex.attempts_left = router_settings.max_attempts
@@ -299,7 +299,7 @@ def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: by
         _close(conn)
         ex.upstream = None
         name = conn.pool.provider.name
-        fail(ex, errors.AllRoutesFailed(f"provider {name!r} answered {status} without an API error body",
+        fail(ex, errors.AllRoutesFailedError(f"provider {name!r} answered {status} without an API error body",
                                         status=status, retry_after=round(retry_after) or None, final=False))  # fmt: skip
         return
     chunked = lower.find(b"\r\ntransfer-encoding:") >= 0
@@ -456,7 +456,7 @@ def on_upstream_error(ex: Exchange, conn: UpstreamProtocol, exc: errors.Upstream
     assert route is not None
     if conn is not ex.upstream and conn is not ex.hedge:
         return  # an abandoned attempt: its outcome was already recorded
-    if not ex.head_sent and conn.reused and not conn.status and isinstance(exc, errors.UpstreamClosed):
+    if not ex.head_sent and conn.reused and not conn.status and isinstance(exc, errors.UpstreamClosedError):
         # A pooled connection the provider had closed while it sat idle: the request never
         # reached it, so sending it again on a fresh connection is safe. Once per attempt.
         if conn is ex.upstream:
@@ -472,7 +472,7 @@ def on_upstream_error(ex: Exchange, conn: UpstreamProtocol, exc: errors.Upstream
         ex.upstream = None
         return
     kind = F_TIMEOUT if isinstance(exc, errors.UpstreamTimeout) else F_MALFORMED
-    if isinstance(exc, errors.UpstreamClosed):
+    if isinstance(exc, errors.UpstreamClosedError):
         kind = F_CONNECT if not conn.status else F_MALFORMED
     attempt_failed(ex, route, kind, 0.0, exc)
 
@@ -522,7 +522,7 @@ def attempt_failed(
         message = f"all {ex.attempts} attempts for model {ex.model!r} failed"
     else:
         message = exc.message if exc is not None else f"the provider for model {ex.model!r} failed"
-    fail(ex, errors.AllRoutesFailed(message, status=status, retry_after=hint, final=ex.attempts > 1))
+    fail(ex, errors.AllRoutesFailedError(message, status=status, retry_after=hint, final=ex.attempts > 1))
     return True
 
 

@@ -142,7 +142,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.state = CLOSED
         self._cancel_timer()
         if self.ex is not None:
-            self._fail(errors.UpstreamClosed(f"provider {self.pool.provider.name!r} closed the connection"))
+            self._fail(errors.UpstreamClosedError(f"provider {self.pool.provider.name!r} closed the connection"))
         self.pool.discard(self)
 
     # httptools parser callbacks: flags only, the bytes are relayed by data_received

@@ -3,7 +3,7 @@
 # Owns: the request half of "OpenAI client, Claude upstream" (API-FORMATS §3.1, §3.9).
 # Input is the client's parsed JSON body, output a new dict ready for orjson; the input is
 # never mutated. Strict by default: anything whose meaning cannot be carried over raises
-# `BadRequest` naming the param (a 400 the client can read). Two kinds of drop are allowed,
+# `BadRequestError` naming the param (a 400 the client can read). Two kinds of drop are allowed,
 # and each dropped name is appended to the caller's `dropped` list so the gateway can report
 # it (e.g. `x-gateway-dropped-params`): sampling params the target version or model rejects
 # (`anthropic-version` 2026-10-21+), and, only with `drop_params=True`, OpenAI extras with no
@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequestError
 from proxy.translate.ids import anthropic_tool_id
 
 SAMPLING_REMOVED_IN = "2026-10-21"  # this version answers 400 to temperature/top_p/top_k (§0.1, §2.2)
@@ -57,22 +57,22 @@ def sampling_allowed(anthropic_version: str) -> bool:
     return _DATE.fullmatch(anthropic_version) is not None and anthropic_version < SAMPLING_REMOVED_IN
 
 
-def _unsupported(param: str, detail: str = "") -> BadRequest:
+def _unsupported(param: str, detail: str = "") -> BadRequestError:
     msg = f"{param} is not supported when the upstream is an Anthropic model" + (f": {detail}" if detail else "")
-    return BadRequest(msg, param=param, code="unsupported_parameter")
+    return BadRequestError(msg, param=param, code="unsupported_parameter")
 
 
 def _number(body: dict[str, Any], key: str, lo: float, hi: float) -> float | int:
     v = body[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise BadRequest(f"{key} must be a number between {lo:g} and {hi:g} for Anthropic models", param=key)
+        raise BadRequestError(f"{key} must be a number between {lo:g} and {hi:g} for Anthropic models", param=key)
     return v
 
 
 def _int(body: dict[str, Any], key: str) -> int:
     v = body[key]
     if type(v) is not int or v < 0:
-        raise BadRequest(f"{key} must be a non-negative integer", param=key)
+        raise BadRequestError(f"{key} must be a non-negative integer", param=key)
     return v
 
 
@@ -92,7 +92,7 @@ def openai_to_anthropic_request(
     request will carry; `allow_sampling` overrides the version rule (pass False for models
     that accept only default sampling). `default_max_tokens` is used when the client sent
     neither `max_completion_tokens` nor `max_tokens`. Dropped param names are appended to
-    `dropped`. Raises `BadRequest` (400, with `param`) for anything untranslatable.
+    `dropped`. Raises `BadRequestError` (400, with `param`) for anything untranslatable.
     """
     if allow_sampling is None:
         allow_sampling = sampling_allowed(anthropic_version)
@@ -100,7 +100,7 @@ def openai_to_anthropic_request(
         dropped = []
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
-        raise BadRequest("messages must be a non-empty array", param="messages")
+        raise BadRequestError("messages must be a non-empty array", param="messages")
     system: list[dict[str, Any]] = []
     out: dict[str, Any] = {"model": model, "max_tokens": default_max_tokens}
     messages = _messages(msgs, system)
@@ -144,7 +144,7 @@ def openai_to_anthropic_request(
         elif key == "n":
             if value != 1 or type(value) is not int:
                 msg = f"n>1 is not supported for {model}" if type(value) is int and value > 1 else "n must be 1"
-                raise BadRequest(msg, param="n", code="unsupported_parameter")
+                raise BadRequestError(msg, param="n", code="unsupported_parameter")
         elif key == "response_format":
             fmt = _response_format(value)
             if fmt is not None:
@@ -192,7 +192,7 @@ def _messages(msgs: list[Any], system: list[dict[str, Any]]) -> list[dict[str, A
     for i, m in enumerate(msgs):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise BadRequest(f"{where} must be an object", param=where)
+            raise BadRequestError(f"{where} must be an object", param=where)
         role = m.get("role")
         content = m.get("content")
         if role in ("system", "developer"):
@@ -206,7 +206,7 @@ def _messages(msgs: list[Any], system: list[dict[str, Any]]) -> list[dict[str, A
             blocks = [_tool_result(m, where)]
             role = "user"
         else:
-            raise BadRequest(f"{where}.role {role!r} is not supported for Anthropic models", param=f"{where}.role")
+            raise BadRequestError(f"{where}.role {role!r} is not supported for Anthropic models", param=f"{where}.role")
         if not blocks:
             continue
         if out and out[-1]["role"] == role:  # Anthropic wants alternating turns: merge
@@ -216,7 +216,7 @@ def _messages(msgs: list[Any], system: list[dict[str, Any]]) -> list[dict[str, A
     if out and out[-1]["role"] == "assistant":
         _strip_prefill(out)
     if not out:
-        raise BadRequest("messages must contain at least one non-empty user or assistant message", param="messages")
+        raise BadRequestError("messages must contain at least one non-empty user or assistant message", param="messages")
     for m in out:
         m["content"] = _collapse(m["content"])
     return out
@@ -248,11 +248,11 @@ def _text_blocks(content: Any, where: str) -> list[dict[str, Any]]:
     if content is None:
         return []
     if not isinstance(content, list):
-        raise BadRequest(f"{where}.content must be a string or an array", param=f"{where}.content")
+        raise BadRequestError(f"{where}.content must be a string or an array", param=f"{where}.content")
     blocks = []
     for j, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise BadRequest(f"{where}.content[{j}] must be a text part", param=f"{where}.content[{j}]")
+            raise BadRequestError(f"{where}.content[{j}] must be a text part", param=f"{where}.content[{j}]")
         blocks.append(_text_block(part))
     return [b for b in blocks if b["text"].strip()]
 
@@ -279,7 +279,7 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
         elif ptype == "file":
             blocks.append(_document(part.get("file"), pw))
         else:
-            raise BadRequest(f"{pw}: content part type {ptype!r} is not supported for Anthropic models", param=pw)
+            raise BadRequestError(f"{pw}: content part type {ptype!r} is not supported for Anthropic models", param=pw)
     return blocks
 
 
@@ -287,31 +287,31 @@ def _data_uri(url: str, pw: str) -> tuple[str, str]:
     head, comma, data = url[5:].partition(",")
     params = head.split(";")
     if not comma or "base64" not in params[1:]:
-        raise BadRequest(f"{pw}: data URIs must be base64-encoded", param=pw)
+        raise BadRequestError(f"{pw}: data URIs must be base64-encoded", param=pw)
     return params[0].lower(), data
 
 
 def _image(image_url: Any, pw: str) -> dict[str, Any]:
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
     if not isinstance(url, str):
-        raise BadRequest(f"{pw}.image_url.url must be a string", param=pw)
+        raise BadRequestError(f"{pw}.image_url.url must be a string", param=pw)
     if url.startswith("data:"):
         media_type, data = _data_uri(url, pw)
         if media_type not in IMAGE_MEDIA_TYPES:
-            raise BadRequest(f"{pw}: image type {media_type!r} is not supported (jpeg, png, gif, webp)", param=pw)
+            raise BadRequestError(f"{pw}: image type {media_type!r} is not supported (jpeg, png, gif, webp)", param=pw)
         return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
-    raise BadRequest(f"{pw}: image URLs must be http(s) or base64 data URIs", param=pw)
+    raise BadRequestError(f"{pw}: image URLs must be http(s) or base64 data URIs", param=pw)
 
 
 def _document(file: Any, pw: str) -> dict[str, Any]:
     data_uri = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(data_uri, str) or not data_uri.startswith("data:"):
-        raise BadRequest(f"{pw}: only inline PDF file_data (a data URI) is supported for Anthropic models", param=pw)
+        raise BadRequestError(f"{pw}: only inline PDF file_data (a data URI) is supported for Anthropic models", param=pw)
     media_type, data = _data_uri(data_uri, pw)
     if media_type != "application/pdf":
-        raise BadRequest(f"{pw}: file type {media_type!r} is not supported (application/pdf only)", param=pw)
+        raise BadRequestError(f"{pw}: file type {media_type!r} is not supported (application/pdf only)", param=pw)
     return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
@@ -325,7 +325,7 @@ def _assistant_blocks(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
             ptype = part.get("type") if isinstance(part, dict) else None
             key = "refusal" if ptype == "refusal" else "text"
             if ptype not in ("text", "refusal") or not isinstance(part.get(key), str):
-                raise BadRequest(f"{where}.content[{j}] must be a text part", param=f"{where}.content[{j}]")
+                raise BadRequestError(f"{where}.content[{j}] must be a text part", param=f"{where}.content[{j}]")
             if part[key].strip():
                 blocks.append({"type": "text", "text": part[key]})
     else:
@@ -333,7 +333,7 @@ def _assistant_blocks(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
     calls = m.get("tool_calls")
     if calls:
         if not isinstance(calls, list):
-            raise BadRequest(f"{where}.tool_calls must be an array", param=f"{where}.tool_calls")
+            raise BadRequestError(f"{where}.tool_calls must be an array", param=f"{where}.tool_calls")
         for j, call in enumerate(calls):
             blocks.append(_tool_use(call, f"{where}.tool_calls[{j}]"))
     return blocks
@@ -342,7 +342,7 @@ def _assistant_blocks(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
 def _tool_use(call: Any, cw: str) -> dict[str, Any]:
     fn = call.get("function") if isinstance(call, dict) else None
     if not isinstance(fn, dict) or call.get("type", "function") != "function" or not isinstance(fn.get("name"), str):
-        raise BadRequest(f"{cw} must be a function tool call with a name", param=cw)
+        raise BadRequestError(f"{cw} must be a function tool call with a name", param=cw)
     args = fn.get("arguments")
     if args in (None, ""):
         tool_input: Any = {}
@@ -352,14 +352,14 @@ def _tool_use(call: Any, cw: str) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             tool_input = None
         if not isinstance(tool_input, dict):
-            raise BadRequest(f"{cw}.function.arguments must be a JSON object string", param=f"{cw}.function.arguments")
+            raise BadRequestError(f"{cw}.function.arguments must be a JSON object string", param=f"{cw}.function.arguments")
     return {"type": "tool_use", "id": anthropic_tool_id(call.get("id")), "name": fn["name"], "input": tool_input}
 
 
 def _tool_result(m: dict[str, Any], where: str) -> dict[str, Any]:
     call_id = m.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
-        raise BadRequest(f"{where}.tool_call_id is required", param=f"{where}.tool_call_id")
+        raise BadRequestError(f"{where}.tool_call_id is required", param=f"{where}.tool_call_id")
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": anthropic_tool_id(call_id)}
     parts = _text_blocks(m.get("content"), where)
     if parts:
@@ -373,13 +373,13 @@ def _tool_result(m: dict[str, Any], where: str) -> dict[str, Any]:
 def _stop(value: Any) -> list[str]:
     stops = [value] if isinstance(value, str) else value
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-        raise BadRequest("stop must be a string or an array of strings", param="stop")
+        raise BadRequestError("stop must be a string or an array of strings", param="stop")
     return [s for s in stops if s.strip()]  # Anthropic rejects whitespace-only sequences
 
 
 def _tools(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list):
-        raise BadRequest("tools must be an array", param="tools")
+        raise BadRequestError("tools must be an array", param="tools")
     out = []
     for j, t in enumerate(value):
         tw = f"tools[{j}]"
@@ -387,7 +387,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
             raise _unsupported(tw, "only function tools can be translated")
         fn = t.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise BadRequest(f"{tw}.function.name is required", param=f"{tw}.function.name")
+            raise BadRequestError(f"{tw}.function.name is required", param=f"{tw}.function.name")
         tool: dict[str, Any] = {"name": fn["name"]}
         if fn.get("description"):
             tool["description"] = fn["description"]
@@ -420,5 +420,5 @@ def _response_format(value: Any) -> dict[str, Any] | None:
         js = value.get("json_schema")
         if isinstance(js, dict) and isinstance(js.get("schema"), dict):
             return {"type": "json_schema", "schema": js["schema"]}
-        raise BadRequest("response_format.json_schema.schema is required", param="response_format")
+        raise BadRequestError("response_format.json_schema.schema is required", param="response_format")
     raise _unsupported("response_format", f"type {rtype!r} has no Anthropic equivalent (use json_schema)")

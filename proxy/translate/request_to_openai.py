@@ -5,7 +5,7 @@
 # never mutated. `for_local` selects the dialect: local servers (vLLM, Ollama, llama.cpp)
 # read only `max_tokens` and accept `top_k`; OpenAI wants `max_completion_tokens`, rejects
 # `max_tokens` on reasoning models, has no `top_k`, allows 4 stop strings and 64-character
-# tool names. Untranslatable content raises `BadRequest` naming the param. Dropped params
+# tool names. Untranslatable content raises `BadRequestError` naming the param. Dropped params
 # (`top_k` for OpenAI per §3.9, `thinking`, `output_config.effort`) are appended to the
 # caller's `dropped` list. Thinking blocks and `cache_control` in the history are dropped
 # (§3.9: OpenAI ignores or rejects them). Nothing here does I/O.
@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequestError
 
 OPENAI_MAX_STOP = 4
 OPENAI_MAX_TOOL_NAME = 64
@@ -23,8 +23,8 @@ OPENAI_MAX_TOOL_NAME = 64
 _IGNORED = frozenset({"service_tier", "cache_control", "anthropic_version", "anthropic_beta", "inference_geo"})
 
 
-def _unsupported(param: str, detail: str) -> BadRequest:
-    return BadRequest(
+def _unsupported(param: str, detail: str) -> BadRequestError:
+    return BadRequestError(
         f"{param} is not supported when the upstream is an OpenAI-compatible model: {detail}",
         param=param,
         code="unsupported_parameter",
@@ -44,13 +44,13 @@ def anthropic_to_openai_request(
     (`max_tokens`, `top_k` kept, no stop/tool-name limits); False targets OpenAI
     (`max_completion_tokens`, `top_k` dropped). Streaming requests get
     `stream_options.include_usage` so the final chunk carries the token counts.
-    Raises `BadRequest` (400, with `param`) for anything untranslatable.
+    Raises `BadRequestError` (400, with `param`) for anything untranslatable.
     """
     if dropped is None:
         dropped = []
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
-        raise BadRequest("messages must be a non-empty array", param="messages")
+        raise BadRequestError("messages must be a non-empty array", param="messages")
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system is not None:
@@ -64,11 +64,11 @@ def anthropic_to_openai_request(
             continue
         if key == "max_tokens":
             if type(value) is not int or value < 0:
-                raise BadRequest("max_tokens must be a non-negative integer", param="max_tokens")
+                raise BadRequestError("max_tokens must be a non-negative integer", param="max_tokens")
             out["max_tokens" if for_local else "max_completion_tokens"] = value
         elif key == "stop_sequences":
             if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-                raise BadRequest("stop_sequences must be an array of strings", param="stop_sequences")
+                raise BadRequestError("stop_sequences must be an array of strings", param="stop_sequences")
             if len(value) > OPENAI_MAX_STOP and not for_local:
                 raise _unsupported("stop_sequences", f"OpenAI accepts at most {OPENAI_MAX_STOP}")
             if value:
@@ -113,11 +113,11 @@ def _texts(content: Any, where: str) -> list[str]:
     if isinstance(content, str):
         return [content]
     if not isinstance(content, list):
-        raise BadRequest(f"{where} must be a string or an array of text blocks", param=where)
+        raise BadRequestError(f"{where} must be a string or an array of text blocks", param=where)
     texts = []
     for j, block in enumerate(content):
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise BadRequest(f"{where}[{j}] must be a text block", param=f"{where}[{j}]")
+            raise BadRequestError(f"{where}[{j}] must be a text block", param=f"{where}[{j}]")
         texts.append(block["text"])
     return texts
 
@@ -133,7 +133,7 @@ def _messages(msgs: list[Any], out: list[dict[str, Any]], for_local: bool) -> No
     for i, m in enumerate(msgs):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise BadRequest(f"{where} must be an object", param=where)
+            raise BadRequestError(f"{where} must be an object", param=where)
         role = m.get("role")
         content = m.get("content")
         if role == "system":  # newer SDKs allow a mid-conversation system turn
@@ -143,7 +143,7 @@ def _messages(msgs: list[Any], out: list[dict[str, Any]], for_local: bool) -> No
         elif role == "assistant":
             _assistant(content, where, out)
         else:
-            raise BadRequest(f"{where}.role must be user or assistant", param=f"{where}.role")
+            raise BadRequestError(f"{where}.role must be user or assistant", param=f"{where}.role")
 
 
 def _user(content: Any, where: str, out: list[dict[str, Any]], for_local: bool) -> None:
@@ -151,7 +151,7 @@ def _user(content: Any, where: str, out: list[dict[str, Any]], for_local: bool) 
         out.append({"role": "user", "content": content})
         return
     if not isinstance(content, list):
-        raise BadRequest(f"{where}.content must be a string or an array", param=f"{where}.content")
+        raise BadRequestError(f"{where}.content must be a string or an array", param=f"{where}.content")
     parts: list[dict[str, Any]] = []
     for j, block in enumerate(content):
         bw = f"{where}.content[{j}]"
@@ -207,7 +207,7 @@ def _document(block: dict[str, Any], bw: str) -> dict[str, Any]:
 def _tool_message(block: dict[str, Any], bw: str) -> dict[str, Any]:
     tool_use_id = block.get("tool_use_id")
     if not isinstance(tool_use_id, str):
-        raise BadRequest(f"{bw}.tool_use_id is required", param=f"{bw}.tool_use_id")
+        raise BadRequestError(f"{bw}.tool_use_id is required", param=f"{bw}.tool_use_id")
     content = block.get("content")
     texts: list[str]
     if content is None:
@@ -223,7 +223,7 @@ def _tool_message(block: dict[str, Any], bw: str) -> dict[str, Any]:
                 raise _unsupported(f"{bw}.content[{j}]", f"tool_result blocks of type {ptype!r}")
             texts.append(part["text"])
     else:
-        raise BadRequest(f"{bw}.content must be a string or an array", param=f"{bw}.content")
+        raise BadRequestError(f"{bw}.content must be a string or an array", param=f"{bw}.content")
     if block.get("is_error") is True:  # no slot in OpenAI: keep the meaning in the text
         texts = ["Error: " + (texts[0] if texts else "")] + texts[1:]
     if len(texts) == 1:
@@ -240,7 +240,7 @@ def _assistant(content: Any, where: str, out: list[dict[str, Any]]) -> None:
         out.append({"role": "assistant", "content": content})
         return
     if not isinstance(content, list):
-        raise BadRequest(f"{where}.content must be a string or an array", param=f"{where}.content")
+        raise BadRequestError(f"{where}.content must be a string or an array", param=f"{where}.content")
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for j, block in enumerate(content):
@@ -250,7 +250,7 @@ def _assistant(content: Any, where: str, out: list[dict[str, Any]]) -> None:
             texts.append(block["text"])
         elif btype == "tool_use":
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
-                raise BadRequest(f"{bw} needs an id and a name", param=bw)
+                raise BadRequestError(f"{bw} needs an id and a name", param=bw)
             tool_input = block.get("input")
             calls.append(
                 {
@@ -280,7 +280,7 @@ def _assistant(content: Any, where: str, out: list[dict[str, Any]]) -> None:
 
 def _tools(value: Any, for_local: bool) -> list[dict[str, Any]]:
     if not isinstance(value, list):
-        raise BadRequest("tools must be an array", param="tools")
+        raise BadRequestError("tools must be an array", param="tools")
     out = []
     for j, t in enumerate(value):
         tw = f"tools[{j}]"
@@ -289,7 +289,7 @@ def _tools(value: Any, for_local: bool) -> list[dict[str, Any]]:
             raise _unsupported(tw, f"server tool {ttype!r} cannot run on this upstream")
         name = t.get("name")
         if not isinstance(name, str) or not name:
-            raise BadRequest(f"{tw}.name is required", param=f"{tw}.name")
+            raise BadRequestError(f"{tw}.name is required", param=f"{tw}.name")
         if len(name) > OPENAI_MAX_TOOL_NAME and not for_local:
             raise _unsupported(f"{tw}.name", f"OpenAI tool names are at most {OPENAI_MAX_TOOL_NAME} characters")
         fn: dict[str, Any] = {"name": name}
@@ -313,12 +313,12 @@ def _tool_choice(value: Any) -> tuple[Any, bool]:
         return "none", False
     if ctype == "tool" and isinstance(value.get("name"), str):
         return {"type": "function", "function": {"name": value["name"]}}, disable_parallel
-    raise BadRequest("tool_choice must be auto, any, none or a named tool", param="tool_choice")
+    raise BadRequestError("tool_choice must be auto, any, none or a named tool", param="tool_choice")
 
 
 def _output_config(value: Any, out: dict[str, Any], dropped: list[str]) -> None:
     if not isinstance(value, dict):
-        raise BadRequest("output_config must be an object", param="output_config")
+        raise BadRequestError("output_config must be an object", param="output_config")
     for key, item in value.items():
         if key == "format" and item is not None:
             if not (

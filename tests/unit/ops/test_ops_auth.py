@@ -11,9 +11,9 @@ from proxy.accesslog import AccessLog, AccessLogSettings
 from proxy.auth import (
     KEY_HEADERS,
     AuthSettings,
-    BudgetExhausted,
-    InvalidKey,
-    KeyRateLimited,
+    BudgetExhaustedError,
+    InvalidKeyError,
+    KeyRateLimitedError,
     Keys,
     KeySettings,
     digest_of,
@@ -232,19 +232,19 @@ def test_request_path_end_to_end() -> None:
 def test_refusals_have_the_right_status_type_and_retry_headers() -> None:
     keys = Keys(settings({"name": "team-a", "key": FAKE_KEY, "rpm": 600, "tpm": 200_000, "budget_usd": 50}))
     rpm = keys.refusal(0, RPM, 0.25)
-    assert isinstance(rpm, KeyRateLimited) and isinstance(rpm, GatewayError)
+    assert isinstance(rpm, KeyRateLimitedError) and isinstance(rpm, GatewayError)
     assert (rpm.status, rpm.type, rpm.code) == (429, "requests", "rate_limit_exceeded")
     assert rpm.headers() == b"retry-after: 1\r\nretry-after-ms: 250\r\n"
     assert "team-a" in rpm.message and "600" in rpm.message
     tpm = keys.refusal(0, TPM, 2.5)
     assert (tpm.status, tpm.type) == (429, "tokens") and b"retry-after: 3\r\n" in tpm.headers()
     budget = keys.refusal(0, BUDGET, 0.0)
-    assert isinstance(budget, BudgetExhausted)
+    assert isinstance(budget, BudgetExhaustedError)
     assert (budget.status, budget.type, budget.code) == (429, "insufficient_quota", "insufficient_quota")
     assert budget.headers() == b"x-should-retry: false\r\n"
     assert "50 USD" in budget.message
     missing, invalid = keys.rejection(b""), keys.rejection(b"nope")
-    assert isinstance(missing, InvalidKey) and (missing.status, missing.code) == (401, "invalid_api_key")
+    assert isinstance(missing, InvalidKeyError) and (missing.status, missing.code) == (401, "invalid_api_key")
     assert "Authorization: Bearer" in missing.message and invalid.message == "invalid gateway key"
     body = orjson.loads(error_response(401, invalid.message, invalid.type, invalid.code).split(b"\r\n\r\n", 1)[1])
     assert body == {"error": {"message": "invalid gateway key", "type": "invalid_request_error", "param": None,

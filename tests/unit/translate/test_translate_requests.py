@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.errors import BadRequest
+from proxy.errors import BadRequestError
 from proxy.translate import (
     anthropic_to_openai_request,
     client_wants_usage,
@@ -89,7 +89,7 @@ def test_max_completion_tokens_wins() -> None:
     msgs = [{"role": "user", "content": "Hi"}]
     assert to_anthropic({"messages": msgs, "max_completion_tokens": 50, "max_tokens": 9})["max_tokens"] == 50
     assert to_anthropic({"messages": msgs, "max_tokens": 9, "max_completion_tokens": 50})["max_tokens"] == 50
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(BadRequestError) as e:
         to_anthropic({"messages": msgs, "max_tokens": "9"})
     assert e.value.param == "max_tokens"
 
@@ -225,7 +225,7 @@ def test_images() -> None:
     ],
 )
 def test_untranslatable_content_parts(part: dict[str, Any]) -> None:
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(BadRequestError) as e:
         to_anthropic({"messages": [{"role": "user", "content": [part]}]})
     assert e.value.param == "messages[0].content[0]" and e.value.status == 400
 
@@ -235,7 +235,7 @@ def test_stop_sequences() -> None:
     assert to_anthropic({"messages": msgs, "stop": "END"})["stop_sequences"] == ["END"]
     assert to_anthropic({"messages": msgs, "stop": ["a", " ", "\n\nHuman:"]})["stop_sequences"] == ["a", "\n\nHuman:"]
     assert "stop_sequences" not in to_anthropic({"messages": msgs, "stop": ["\n"]})
-    with pytest.raises(BadRequest):
+    with pytest.raises(BadRequestError):
         to_anthropic({"messages": msgs, "stop": [1]})
 
 
@@ -255,7 +255,7 @@ def test_sampling_kept_for_2023_dropped_for_2026() -> None:
 
 
 def test_temperature_out_of_anthropic_range_is_a_400() -> None:
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(BadRequestError) as e:
         to_anthropic({"messages": [{"role": "user", "content": "Hi"}], "temperature": 1.5})
     assert e.value.param == "temperature"
     # ...but not when it would be dropped anyway
@@ -284,7 +284,7 @@ def test_temperature_out_of_anthropic_range_is_a_400() -> None:
     ],
 )
 def test_untranslatable_params_are_400_naming_the_param(param: str, value: Any) -> None:
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(BadRequestError) as e:
         to_anthropic({"messages": [{"role": "user", "content": "Hi"}], param: value})
     assert e.value.param == param and e.value.status == 400
     assert param.split("_")[0] in e.value.message
@@ -317,7 +317,7 @@ def test_drop_params_drops_the_harmless_ones_but_never_n() -> None:
     dropped: list[str] = []
     out = to_anthropic(body, drop_params=True, dropped=dropped)
     assert sorted(dropped) == ["logit_bias", "presence_penalty", "seed"] and "seed" not in out
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(BadRequestError) as e:
         to_anthropic({**body, "n": 3}, drop_params=True)
     assert e.value.message == "n>1 is not supported for claude-sonnet-4-5" and e.value.code == "unsupported_parameter"
 
@@ -329,7 +329,7 @@ def test_response_format() -> None:
         {"messages": msgs, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
     )
     assert out["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(BadRequestError) as e:
         to_anthropic({"messages": msgs, "response_format": {"type": "json_object"}})
     assert e.value.param == "response_format"
 
@@ -396,17 +396,17 @@ def test_prefill_is_right_stripped_and_empty_text_dropped() -> None:
     ],
 )
 def test_bad_messages(messages: list[Any], param: str) -> None:
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(BadRequestError) as e:
         to_anthropic({"messages": messages})
     assert e.value.param == param
 
 
 def test_bad_tools() -> None:
     msgs = [{"role": "user", "content": "Hi"}]
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(BadRequestError) as e:
         to_anthropic({"messages": msgs, "tools": [{"type": "custom", "custom": {"name": "x"}}]})
     assert e.value.param == "tools[0]"
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(BadRequestError) as e:
         to_anthropic(
             {"messages": msgs, "tools": [OPENAI_TOOL], "tool_choice": {"type": "allowed_tools", "allowed_tools": {}}}
         )
@@ -564,7 +564,7 @@ def test_documents_images_urls_and_mid_conversation_system() -> None:
         },
         {"role": "system", "content": "Now be formal."},
     ]
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(BadRequestError) as e:
         to_openai(body, for_local=True)
     assert e.value.param == "messages[0].content[0]"
 
@@ -627,7 +627,7 @@ def test_thinking_and_output_config() -> None:
     ],
 )
 def test_anthropic_untranslatable(body: dict[str, Any], param: str) -> None:
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(BadRequestError) as e:
         to_openai({"max_tokens": 5, **body})
     assert e.value.param == param
 

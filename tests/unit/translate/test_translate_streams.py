@@ -16,7 +16,7 @@ from tests.unit.translate.translate_samples import (
     OPENAI_TOOL_STREAM,
     OPENAI_USAGE_CHUNK,
     OPENAI_VLLM_STREAM,
-    StreamFailed,
+    StreamFailedError,
     data_lines,
     feed_bytewise,
     feed_split,
@@ -268,7 +268,7 @@ def test_anthropic_stream_without_message_stop_ends_with_openai_error() -> None:
     assert tail.startswith(b'data: {"error":{"message":"upstream stream ended before message_stop"')
     assert b"[DONE]" not in out + tail
     assert m.errored and not m.complete and m.close() == b""
-    with pytest.raises(StreamFailed):
+    with pytest.raises(StreamFailedError):
         read_openai_stream(out + tail)
 
 
@@ -281,7 +281,7 @@ def test_openai_stream_without_done_ends_with_anthropic_error() -> None:
         b'"message":"upstream stream ended before [DONE]"}}\n\n'
     )
     assert b"message_stop" not in out and m.errored
-    with pytest.raises(StreamFailed):
+    with pytest.raises(StreamFailedError):
         read_anthropic_stream(out)
 
 

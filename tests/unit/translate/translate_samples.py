@@ -258,7 +258,7 @@ def feed_split(make: Callable[[], Machine], data: bytes, cuts: list[int]) -> byt
 # SDK-side readers
 
 
-class StreamFailed(Exception):
+class StreamFailedError(Exception):
     """The SDK would raise on this stream (error frame)."""
 
 
@@ -274,7 +274,7 @@ def read_openai_stream(data: bytes) -> tuple[list[ChatCompletionChunk], Any, boo
             break
         doc = orjson.loads(ev.data)
         if "error" in doc:
-            raise StreamFailed(doc["error"])
+            raise StreamFailedError(doc["error"])
         chunk = ChatCompletionChunk.model_validate(doc)
         chunks.append(chunk)
         state.handle_chunk(chunk)
@@ -291,7 +291,7 @@ def read_anthropic_stream(data: bytes) -> Message:
         doc = orjson.loads(ev.data)
         assert doc["type"] == ev.event
         if ev.event == "error":
-            raise StreamFailed(doc["error"])
+            raise StreamFailedError(doc["error"])
         if ev.event == "message_delta":
             assert "output_tokens" in doc["usage"]
         snapshot = accumulate_event(event=doc, current_snapshot=snapshot, json_bufs=json_bufs)
