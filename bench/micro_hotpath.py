@@ -68,7 +68,7 @@ def test_parse_body_and_model(benchmark: Any, size: int) -> None:
 
     def step() -> None:
         pipeline.parse_request(ex)
-        pipeline.resolve_model(ex)
+        pipeline.forward(ex, ex.endpoint)
 
     benchmark(step)
     assert ex.model == "bench" and ex.model_id == 0

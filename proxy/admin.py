@@ -7,17 +7,17 @@ writes it. Nothing here sees a provider key: only names and counters are exposed
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
 
-from proxy.adapt import anthropic_models_body
 from proxy.metrics import CONTENT_TYPE, render
+from proxy.model_list import anthropic_models_body, model_object
 from proxy.wire import error_response, json_response
 
 if TYPE_CHECKING:
-    from proxy.config import Settings
-    from proxy.server import Gateway
+    from proxy.gateway import GatewayState as Gateway
 
 
 def healthz(gateway: Gateway) -> bytes:
@@ -84,19 +84,19 @@ def models(gateway: Gateway, anthropic: bool = False) -> bytes:
 def model(gateway: Gateway, name: str) -> bytes:
     """One configured model in OpenAI's shape, or 404."""
     if name in gateway.gen.settings.models:
-        return json_response(200, orjson.dumps(_model_object(name, gateway.created)), date=gateway.date_header)
+        return json_response(200, orjson.dumps(model_object(name, gateway.created)), date=gateway.date_header)
     return error_response(
         404, f"the model {name!r} does not exist on this gateway", "invalid_request_error", "model_not_found",
         "model", date=gateway.date_header,
     )  # fmt: skip
 
 
-def models_body(settings: Settings) -> bytes:
-    """The `GET /v1/models` body, built once per configuration."""
-    created = int(time.time())
-    data = [_model_object(name, created) for name in settings.models]
-    return orjson.dumps({"object": "list", "data": data})
-
-
-def _model_object(name: str, created: int) -> dict[str, object]:
-    return {"id": name, "object": "model", "created": created, "owned_by": "llm-edge"}
+# admin page name (see `endpoints`) -> its builder, called with the gateway, whether the caller speaks
+# Anthropic's API, and the path's argument (a model id)
+PAGES: dict[str, Callable[[Gateway, bool, str], bytes]] = {
+    "models": lambda gateway, anthropic, _: models(gateway, anthropic),
+    "model": lambda gateway, _, name: model(gateway, name),
+    "healthz": lambda gateway, _, __: healthz(gateway),
+    "stats": lambda gateway, _, __: stats(gateway),
+    "metrics": lambda gateway, _, __: metrics(gateway),
+}

@@ -50,6 +50,7 @@ class ServerSettings:
     body_timeout_s: float = 60.0
     keepalive_timeout_s: float = 75.0
     max_pipelined: int = 16
+    hold_answer_bytes: int = 4 * 1024 * 1024  # non-streamed answers up to this are held whole and checked
     shutdown_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests (streams too) may finish
     forward_headers: tuple[bytes, ...] = (b"openai-organization", b"openai-project", b"openai-beta", b"anthropic-beta")
 
@@ -136,6 +137,16 @@ class Settings:
     def cache_modes(self) -> dict[str, str]:
         """Per-model cache policies that differ from the [cache] default."""
         return {name: m.cache for name, m in self.models.items() if m.cache is not None}
+
+    def resolve(self, name: str) -> tuple[int, RouterSettings] | None:
+        """(router model id, router settings) serving a requested model name: a configured model, or
+        `provider/model` addressed directly; None when neither exists."""
+        model = self.models.get(name)
+        if model is not None:
+            return model.id, model.router
+        provider_name, slash, _ = name.partition("/")
+        route = self.direct_routes.get(provider_name) if slash else None
+        return (route.model_id, self.router) if route is not None else None
 
     def provider_by_name(self, name: str) -> ProviderSettings | None:
         for provider in self.providers:
@@ -230,6 +241,7 @@ def _server(t: dict[str, Any]) -> ServerSettings:
         body_timeout_s=_seconds(t, "body_timeout_s", where, defaults.body_timeout_s),
         keepalive_timeout_s=_seconds(t, "keepalive_timeout_s", where, defaults.keepalive_timeout_s),
         max_pipelined=_int(t, "max_pipelined", where, defaults.max_pipelined),
+        hold_answer_bytes=_int(t, "hold_answer_bytes", where, defaults.hold_answer_bytes),
         shutdown_timeout_s=_seconds(t, "shutdown_timeout_s", where, defaults.shutdown_timeout_s),
         forward_headers=_header_names(t, "forward_headers", where, defaults.forward_headers),
     )

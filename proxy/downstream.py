@@ -28,67 +28,62 @@ import httptools
 from proxy import errors, pipeline
 from proxy.auth import presented_key
 from proxy.exchange import Exchange
-from proxy.wire import CONTINUE_100
+from proxy.request_head import (
+    UNSEEN, ANTHROPIC_BETA, ANTHROPIC_VERSION, CACHE_CONTROL, CACHE_TTL, CLIENT_KEY, CONNECTION, CONTENT_LENGTH, EXPECT,
+    FORWARD, HOST, TRANSFER_ENCODING, UPGRADE,
+)
+from proxy.wire import CONTINUE_100, Dechunker
 
 if TYPE_CHECKING:
-    from proxy.server import Gateway
+    from proxy.gateway import GatewayState as Gateway
 
 log = logging.getLogger("llm_edge.downstream")
 
 INF = float("inf")
 _IDLE, _HEAD, _BODY = 0, 1, 2
 
-# What to do with a request header, by lowercased name (see `header_actions`).
-(
-    FORWARD, CONTENT_LENGTH, HOST, EXPECT, CONNECTION, CACHE_CONTROL, ANTHROPIC_VERSION, ANTHROPIC_BETA, CACHE_TTL,
-    CLIENT_KEY, TRANSFER_ENCODING, UPGRADE,
-) = range(12)
 
-
-
-_UNSEEN = -1
-
-# Headers the SDKs, curl and load tools send that the gateway ignores, in the spellings they use:
-# found by one exact dict probe instead of a lower() and a probe (bench/micro_hotpath.py).
-_IGNORED = (
-    b"Accept", b"accept", b"User-Agent", b"user-agent", b"Content-Type", b"content-type", b"Accept-Encoding",
-    b"accept-encoding", b"X-Stainless-Lang", b"X-Stainless-Package-Version", b"X-Stainless-OS",
-    b"X-Stainless-Arch", b"X-Stainless-Runtime", b"X-Stainless-Runtime-Version", b"X-Stainless-Async",
-    b"x-stainless-retry-count", b"x-stainless-read-timeout", b"x-stainless-timeout", b"X-Stainless-Retry-Count",
-    b"X-Stainless-Read-Timeout", b"x-stainless-lang", b"x-stainless-package-version", b"x-stainless-os",
-    b"x-stainless-arch", b"x-stainless-runtime", b"x-stainless-runtime-version", b"x-stainless-async",
-)  # fmt: skip
-
-
-def header_actions(forwarded: tuple[bytes, ...]) -> dict[bytes, int | None]:
-    """The request headers the gateway acts on, keyed by lowercased name: `forwarded` ones go
-    upstream (`[server] forward_headers`); everything else, the client's credentials above
-    all, stays here."""
-    actions = {name: FORWARD for name in forwarded}
-    if b"anthropic-beta" in actions:
-        actions[b"anthropic-beta"] = ANTHROPIC_BETA  # forwarded, and part of the cache key
-    actions.update(
-        {
-            b"content-length": CONTENT_LENGTH,
-            b"host": HOST,
-            b"expect": EXPECT,
-            b"connection": CONNECTION,
-            b"cache-control": CACHE_CONTROL,
-            b"anthropic-version": ANTHROPIC_VERSION,
-            b"x-llm-edge-cache-ttl": CACHE_TTL,
-            b"transfer-encoding": TRANSFER_ENCODING,
-            b"upgrade": UPGRADE,
-            b"authorization": CLIENT_KEY,  # the gateway key, either way the SDKs send it; never forwarded
-            b"x-api-key": CLIENT_KEY,
-        }
-    )
-    exact: dict[bytes, int | None] = dict.fromkeys(_IGNORED)
-    for name, action in actions.items():  # the usual spellings of the ones we act on
-        exact[name] = action
-        exact[name.title()] = action
-        exact[name.upper()] = action
-    return exact
 _WRITE_HIGH_WATER = 64 * 1024
+
+
+class Http10Client:
+    """An HTTP/1.0 client's view of a response: HTTP/1.0 has no chunked coding, so a chunked
+    answer goes out close-delimited, its framing removed as it passes."""
+
+    __slots__ = ("conn", "head", "dechunker")
+
+    def __init__(self, conn: DownstreamProtocol) -> None:
+        self.conn = conn
+        self.head = b""  # the head while it is incomplete
+        self.dechunker: Dechunker | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.head is not None:
+            data = self.head + data
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.head = data
+                return
+            self.head = None  # type: ignore[assignment]
+            head, data = data[: end + 2], data[end + 4 :]
+            at = head.lower().find(b"\r\ntransfer-encoding: chunked\r\n")
+            if at >= 0:
+                head = head[:at] + head[at + 28 :]
+                self.dechunker = Dechunker()
+            self.conn.write(head + b"\r\n")
+        if self.dechunker is not None:
+            data = self.dechunker.feed(data)
+        if data:
+            self.conn.write(data)
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.write(b"".join(parts))
+
+    def exchange_done(self, ex: Exchange) -> None:
+        self.conn.exchange_done(ex)
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class _StopParsingError(Exception):
@@ -178,7 +173,10 @@ class DownstreamProtocol(asyncio.Protocol):
         active, self.active = self.active, None
         self.queue.clear()
         if active is not None and not active.done:
-            pipeline.abort(active)
+            try:
+                pipeline.abort(active)
+            except Exception as error:  # a boundary: the exchange still ends
+                pipeline.on_crash(active, error, None)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -222,8 +220,8 @@ class DownstreamProtocol(asyncio.Protocol):
         if ex.header_count > self.limits.max_headers:
             raise errors.HeadersTooLargeError(f"more than {self.limits.max_headers} request headers")
         actions = self.gateway.gen.header_actions
-        action = actions.get(name, _UNSEEN)  # exact spellings first: most headers need no lower() at all
-        if action is _UNSEEN:
+        action = actions.get(name, UNSEEN)  # exact spellings first: most headers need no lower() at all
+        if action is UNSEEN:
             name = name.lower()
             action = actions.get(name)
         if action is None:
@@ -286,12 +284,16 @@ class DownstreamProtocol(asyncio.Protocol):
         if not ex.url.startswith(b"/") and ex.method != b"CONNECT":  # CONNECT gets its 405 below
             raise errors.MalformedHTTPError("only origin-form request targets are accepted; this is not a forward proxy")
         ex.keep_alive = ex.keep_alive and parser.should_keep_alive()
+        if version == "1.0":
+            ex.http10 = True
+            ex.keep_alive = False  # its answer may have to be close-delimited
+            ex.client = Http10Client(self)
         self.state = _BODY
         self.head_fed = 0
         if self.active is None:
             self._arm(self.loop.time() + self.limits.body_timeout_s)
-        if ex.expect_continue and self.transport is not None:
-            self.transport.write(CONTINUE_100)
+            self._continue(ex)
+        # else: 100 Continue waits its turn, so it never lands inside another response (_next)
 
     def on_body(self, body: bytes) -> None:
         ex = self.reading
@@ -337,10 +339,18 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         self._next()
 
+    def _continue(self, ex: Exchange) -> None:
+        if ex.expect_continue and self.transport is not None and not self.closed:
+            ex.expect_continue = False
+            self.transport.write(CONTINUE_100)
+
     def _next(self) -> None:
         if self.queue:
             self._start(self.queue.popleft())
             return
+        reading = self.reading
+        if reading is not None and self.state == _BODY:
+            self._continue(reading)  # its turn has come: now the client may send the body
         if self.read_paused and self.transport is not None:
             self.read_paused = False
             self.transport.resume_reading()

@@ -125,12 +125,34 @@ class UpstreamClosedError(UpstreamError):
 
 
 class UpstreamTimeout(UpstreamError):
+    """A provider phase took too long; `phase` names which (reported by phase in /metrics)."""
+
     status = 504
     code = "upstream_timeout"
+    phase = "other"
 
 
 class ConnectTimeout(UpstreamTimeout):
     code = "upstream_connect_timeout"
+    phase = "connect"
+
+
+class FirstByteTimeout(UpstreamTimeout):
+    """No response head within the first-byte timeout (or the model's attempt deadline)."""
+
+    phase = "first_byte"
+
+
+class StreamIdleTimeout(UpstreamTimeout):
+    """The response stopped arriving for longer than the stream idle timeout."""
+
+    phase = "stream_idle"
+
+
+class TotalTimeout(UpstreamTimeout):
+    """The whole response took longer than the total timeout."""
+
+    phase = "total"
 
 
 class AllRoutesFailedError(UpstreamError):
@@ -158,3 +180,4 @@ class AllRoutesFailedError(UpstreamError):
 class PoolTimeout(UpstreamTimeout):
     status = 503
     code = "upstream_pool_exhausted"
+    phase = "pool"

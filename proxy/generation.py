@@ -12,28 +12,36 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import TYPE_CHECKING
 
-from proxy import admin
 from proxy.auth import Keys
 from proxy.cache import Planner
 from proxy.config import ProviderSettings, Settings
-from proxy.downstream import header_actions
 from proxy.metrics import RequestCounters
+from proxy.model_list import openai_models_body
 from proxy.pool import Pool
+from proxy.request_head import header_actions
 from proxy.routing import Router
 from proxy.routing.table import carry_over
 
 if TYPE_CHECKING:
     from proxy.config import Route
+    from proxy.upstream import ResponseHandler
 
 
 class Generation:
     """Everything derived from one `Settings`."""
 
-    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, previous: Generation | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        handler: ResponseHandler,
+        previous: Generation | None = None,
+    ) -> None:
         self.settings = settings
-        self.pools = [_pool_for(provider, loop, previous) for provider in settings.providers]
+        self.pools = [_pool_for(provider, loop, handler, previous) for provider in settings.providers]
         specs = settings.model_specs
         self.router = Router(specs, [p.max_in_flight for p in settings.providers])
         self.keys = Keys(settings.auth)
@@ -41,7 +49,7 @@ class Generation:
         self.planner = Planner(settings.cache, settings.cache_modes)
         self.header_actions = header_actions(settings.server.forward_headers)
         self.provider_headers = [f"x-llm-edge-provider: {p.name}\r\n".encode("latin-1") for p in settings.providers]
-        self.models_body = admin.models_body(settings)
+        self.models_body = openai_models_body(settings.models, int(time.time()))
         if previous is not None:
             self._carry_over(previous)
 
@@ -69,10 +77,12 @@ def _route_identity(route: Route) -> tuple[object, ...]:
             route.output_per_mtok, route.weight)  # fmt: skip
 
 
-def _pool_for(provider: ProviderSettings, loop: asyncio.AbstractEventLoop, previous: Generation | None) -> Pool:
+def _pool_for(
+    provider: ProviderSettings, loop: asyncio.AbstractEventLoop, handler: ResponseHandler, previous: Generation | None
+) -> Pool:
     if previous is not None:
         identity = _provider_identity(provider)
         for pool in previous.pools:
             if _provider_identity(pool.provider) == identity:
                 return pool  # same provider, same settings: keep its warm connections
-    return Pool(provider, loop)
+    return Pool(provider, loop, handler)

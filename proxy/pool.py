@@ -11,34 +11,45 @@ timeout. Connecting is the one place the request path creates a Task: it is the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections import deque
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
-from proxy import errors, pipeline
-from proxy.upstream import ACTIVE, CLOSED, IDLE, UpstreamProtocol
+from proxy import errors
+from proxy.upstream import ACTIVE, CLOSED, IDLE, ResponseHandler, UpstreamProtocol
 from proxy.wire import JSON_TYPE
 
 if TYPE_CHECKING:
     from proxy.config import ProviderSettings, Route
-    from proxy.exchange import Exchange
+
+log = logging.getLogger("llm_edge.pool")
+
+
+class Waiter(Protocol):
+    """What the pool needs of an exchange waiting for a connection."""
+
+    done: bool
+    t_waited: float
 
 
 class Pool:
     """The connections to one provider."""
 
     __slots__ = (
-        "provider", "loop", "ssl", "idle", "open", "waiters", "request_prefixes", "tasks", "opened_total", "retired",
+        "provider", "handler", "loop", "ssl", "idle", "open", "waiters", "request_prefixes", "tasks", "opened_total",
+        "retired",
     )  # fmt: skip
 
-    def __init__(self, provider: ProviderSettings, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, provider: ProviderSettings, loop: asyncio.AbstractEventLoop, handler: ResponseHandler) -> None:
         self.provider = provider
+        self.handler = handler  # the pipeline: told when a connection is ready or cannot be had
         self.loop = loop
         self.ssl = make_ssl_context(provider.ca_file) if provider.tls else None
         self.idle: list[UpstreamProtocol] = []
         self.open = 0  # connected or connecting
-        self.waiters: deque[tuple[Exchange, Route, float]] = deque()
+        self.waiters: deque[tuple[Any, Route, float]] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
         self.opened_total = 0
         self.retired = False  # replaced by a config reload: connections close as they come back
@@ -49,8 +60,8 @@ class Pool:
                 b"POST " + provider.path(endpoint) + b" HTTP/1.1\r\n" + provider.fixed_headers + JSON_TYPE
             )
 
-    def acquire(self, ex: Exchange, route: Route) -> UpstreamProtocol | None:
-        """An idle connection now, or None: then `pipeline.send` or `pipeline.on_connect_failed` follows."""
+    def acquire(self, ex: Waiter, route: Route) -> UpstreamProtocol | None:
+        """An idle connection now, or None: then the handler's `on_connected` or `on_connect_failed` follows."""
         idle = self.idle
         if idle:
             oldest_ok = self.loop.time() - self.provider.pool_idle_timeout_s
@@ -63,7 +74,7 @@ class Pool:
         self.connect_new(ex, route)
         return None
 
-    def connect_new(self, ex: Exchange, route: Route) -> None:
+    def connect_new(self, ex: Waiter, route: Route) -> None:
         """Open a fresh connection for `ex`, or queue it when the pool is at its bound."""
         if self.open < self.provider.max_connections:
             self._connect(ex, route)
@@ -72,12 +83,14 @@ class Pool:
 
     def release(self, conn: UpstreamProtocol) -> None:
         """Take back a connection that finished a response cleanly."""
+        if conn.state == CLOSED:
+            return  # closed meanwhile: connection_lost has already forgotten it
         while self.waiters:
             ex, route, _ = self.waiters.popleft()
             if not ex.done:
                 conn.state = ACTIVE
                 conn.reused = True
-                pipeline.send(ex, conn, route)
+                self._hand_over(ex, conn, route)
                 return
         if self.retired:
             conn.close()
@@ -105,7 +118,7 @@ class Pool:
         while self.waiters and (self.waiters[0][2] <= now or self.waiters[0][0].done):
             ex, route, _ = self.waiters.popleft()
             if not ex.done:
-                pipeline.on_connect_failed(
+                self._connect_failed(
                     ex, route, errors.PoolTimeout(f"no connection to provider {self.provider.name!r} became free in time")
                 )
 
@@ -131,13 +144,32 @@ class Pool:
 
     # internal
 
-    def _connect(self, ex: Exchange, route: Route) -> None:
+    def _connect(self, ex: Waiter, route: Route) -> None:
         self.open += 1
         task = self.loop.create_task(self._open_for(ex, route))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
 
-    async def _open_for(self, ex: Exchange, route: Route) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # retrieved: never "never retrieved"
+            log.error("connecting to provider %r failed unexpectedly", self.provider.name, exc_info=task.exception())
+
+    def _hand_over(self, ex: Waiter, conn: UpstreamProtocol, route: Route) -> None:
+        try:
+            self.handler.on_connected(ex, conn, route)
+        except Exception as exc:  # a boundary: the connect task and release() call this
+            if conn.ex is not ex:  # not yet carrying the request: nobody else will close it
+                conn.close()
+            self.handler.on_crash(ex, exc, conn)
+
+    def _connect_failed(self, ex: Waiter, route: Route, exc: errors.UpstreamError) -> None:
+        try:
+            self.handler.on_connect_failed(ex, route, exc)
+        except Exception as error:
+            self.handler.on_crash(ex, error, None)
+
+    async def _open_for(self, ex: Waiter, route: Route) -> None:
         provider = self.provider
         started = perf_counter()
         try:
@@ -156,27 +188,27 @@ class Pool:
             raise
         except (TimeoutError, asyncio.TimeoutError):
             self.open -= 1
-            pipeline.on_connect_failed(ex, route, errors.ConnectTimeout(f"connecting to provider {provider.name!r} timed out"))
+            self._connect_failed(ex, route, errors.ConnectTimeout(f"connecting to provider {provider.name!r} timed out"))
             return
         except ssl.SSLError as exc:
             self.open -= 1
             reason = exc.reason or "handshake failed"
-            pipeline.on_connect_failed(ex, route, errors.ConnectError(f"TLS to provider {provider.name!r} failed: {reason}"))
+            self._connect_failed(ex, route, errors.ConnectError(f"TLS to provider {provider.name!r} failed: {reason}"))
             return
         except OSError as exc:
             self.open -= 1
             reason = exc.strerror or type(exc).__name__
-            pipeline.on_connect_failed(ex, route, errors.ConnectError(f"cannot connect to provider {provider.name!r}: {reason}"))
+            self._connect_failed(ex, route, errors.ConnectError(f"cannot connect to provider {provider.name!r}: {reason}"))
             return
         if conn.state == CLOSED or conn.transport is None or conn.transport.is_closing():
             # Accepted, then closed or reset at once: its connection_lost has done (or will do)
             # the pool's bookkeeping; this attempt failed to connect.
-            pipeline.on_connect_failed(ex, route, errors.ConnectError(f"provider {provider.name!r} closed the connection at once"))
+            self._connect_failed(ex, route, errors.ConnectError(f"provider {provider.name!r} closed the connection at once"))
             return
         self.opened_total += 1
         ex.t_waited += perf_counter() - started
         conn.state = ACTIVE
-        pipeline.send(ex, conn, route)  # releases it again if the attempt was abandoned meanwhile
+        self._hand_over(ex, conn, route)  # released again if the attempt was abandoned meanwhile
 
 
 def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:

@@ -1,80 +1,34 @@
-"""The gateway process: listening socket, shared state, the 1 Hz tick, and shutdown.
+"""The gateway process: the listening socket, signals, reload and drain.
 
-`Gateway` holds what every connection shares: settings, one pool per provider, stats, and a
-few byte strings the request path reuses (the date header, per-provider response headers).
-Time-derived bytes are rebuilt by the tick, never per request.
+`Gateway` adds to the shared state (`proxy.gateway`) what only a serving process does:
+accepting client connections and, on shutdown, letting them finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import logging
-import os
 import signal
+import logging
 import socket
 import time
-from email.utils import formatdate
-
-from proxy.accesslog import AccessLog
-from proxy.caching import Cache
-from proxy.generation import Generation
-from proxy.shared import INTERVAL_S as SHARE_INTERVAL_S
-from proxy.shared import SharedRoutes
 from collections.abc import Callable
 
-from proxy import config
+from proxy import config, relay
 from proxy.config import Settings
-from proxy.errors import ConfigError
 from proxy.downstream import DownstreamProtocol
-from proxy.pool import Pool
-from proxy.routing import Router
-from proxy.stats import Stats
+from proxy.errors import ConfigError
+from proxy.gateway import GatewayState
+from proxy.shared import SharedRoutes
 
 log = logging.getLogger("llm_edge")
 
 
-class Gateway:
-    """Shared state of one gateway process."""
+class Gateway(GatewayState):
+    """A serving gateway: the shared state plus its listener."""
 
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, shared: SharedRoutes | None = None) -> None:
-        self.loop = loop
-        self.shared = shared  # route state shared with the other workers, when there are several
-        self.gen = Generation(settings, loop)
-        self.stats = Stats()
-        self.access_log = AccessLog(settings.log) if settings.log.enabled else None
-        self.request_ids = 0
-        self.request_id_prefix = f"req_{os.getpid():x}_"
-        self.cache = Cache(settings.cache, loop) if settings.cache.enabled else None
-        self.connections: set[DownstreamProtocol] = set()
-        self.created = int(time.time())
-        self.started_at = time.monotonic()
-        self.draining = False
-        self.server: asyncio.Server | None = None
-        self.date_header = b""
-        self.attempt_headers = [b"x-llm-edge-attempts: %d\r\n" % n for n in range(10)]
-        self._tick_handle: asyncio.TimerHandle | None = None
-        self._tick()
-        if shared is not None:
-            self._share()
-
-    # The current generation's parts, for code that is not in a request (admin, ticks, tests).
-    @property
-    def settings(self) -> Settings:
-        return self.gen.settings
-
-    @property
-    def pools(self) -> list[Pool]:
-        return self.gen.pools
-
-    @property
-    def router(self) -> Router:
-        return self.gen.router
-
-    def reload(self, settings: Settings) -> None:
-        """Swap in a new configuration; requests in flight finish on the old one."""
-        old, self.gen = self.gen, Generation(settings, self.loop, previous=self.gen)
-        old.retire(self.gen)
+        super().__init__(settings, loop, relay, shared)  # type: ignore[arg-type]  # the module is the handler
 
     async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
         """Bind (or take `sock`) and start accepting; returns the bound address (useful with port 0)."""
@@ -117,35 +71,6 @@ class Gateway:
         if self.shared is not None:
             self._share_handle.cancel()
         await asyncio.sleep(0)
-
-    def _tick(self) -> None:
-        now = time.time()
-        self.date_header = b"date: %b\r\n" % formatdate(now, usegmt=True).encode("ascii")
-        loop_now = self.loop.time()
-        for pool in self.pools:
-            pool.sweep(loop_now)
-        self.router.tick(loop_now)
-        if self.cache is not None:
-            self.cache.store.sweep(loop_now)
-        self._flush_access_log()
-        # Fire just after the next whole second, so the date header changes on time.
-        self._tick_handle = self.loop.call_later(1.0 - (now % 1.0) + 0.001, self._tick)
-
-
-    def _share(self) -> None:
-        router = self.gen.router
-        if self.shared is not None:
-            self.shared.publish(router, self.settings.routes)
-            self.shared.merge(router, self.settings.routes, self.loop.time())
-        self._share_handle = self.loop.call_later(SHARE_INTERVAL_S, self._share)
-
-    def _flush_access_log(self) -> None:
-        log = self.access_log
-        if log is None or not log.pending:
-            return
-        log.flush(time.time(), time.perf_counter(), max_lines=1000)  # a few ms at most per turn of the loop
-        if log.pending:
-            self.loop.call_soon(self._flush_access_log)
 
 
 def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:

@@ -11,10 +11,20 @@ power of two, so any reported percentile is within about 3% of the true value.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from proxy.exchange import Exchange
+
+class Finished(Protocol):
+    """What the stats read of a finished exchange."""
+
+    status: int
+    stream: bool
+    t_start: float
+    t_sent: float
+    t_relayed: float
+    t_end: float
+
+    def overhead(self) -> float: ...
 
 _SUB = 16  # sub-buckets per power of two
 _BUCKETS = 34 * _SUB  # up to 2**37 µs, about 38 hours
@@ -89,16 +99,17 @@ def bucket_bounds(index: int) -> tuple[int, int]:
 class Stats:
     """Gateway-wide counters and histograms (per-route totals live in the router's table)."""
 
-    __slots__ = ("requests", "by_status", "overhead", "latency", "ttfb")
+    __slots__ = ("requests", "by_status", "overhead", "latency", "ttfb", "timeouts")
 
     def __init__(self) -> None:
+        self.timeouts: dict[str, int] = {}  # upstream timeouts by phase (connect, first_byte, ...): rare
         self.requests = 0
         self.by_status = [0] * 600
         self.overhead = Histogram()
         self.latency = Histogram()
         self.ttfb = Histogram()
 
-    def record(self, ex: Exchange) -> None:
+    def record(self, ex: Finished) -> None:
         """Account for a finished exchange."""
         self.requests += 1
         status = ex.status
@@ -112,14 +123,9 @@ class Stats:
             if ex.stream:  # for a plain response the first byte says little the total doesn't
                 self.ttfb.record(ex.t_relayed - ex.t_start)
 
-    @staticmethod
-    def usage(ex: Exchange) -> tuple[int, int]:
-        """(input, output) tokens of a relayed response, read from its tail (and, for an
-        Anthropic stream, whose input count comes first in `message_start`, from its start)."""
-        tokens_in, tokens_out = scan_usage(ex.tail, ex.tail_prev) if ex.tail else (0, 0)
-        if not tokens_in and ex.first_body:
-            tokens_in = scan_usage(ex.first_body)[0]
-        return tokens_in, tokens_out
+    def timeout(self, phase: str) -> None:
+        """An upstream timeout in `phase` (cold path)."""
+        self.timeouts[phase] = self.timeouts.get(phase, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
         """Gateway-wide figures, as JSON-ready values."""
@@ -129,6 +135,7 @@ class Stats:
             "overhead_us": self.overhead.snapshot(),
             "latency_us": self.latency.snapshot(),
             "ttfb_us": self.ttfb.snapshot(),
+            "upstream_timeouts": dict(self.timeouts),
         }
 
 

@@ -2,7 +2,7 @@
 
 Theory of operation. A connection is IDLE in its pool or ACTIVE on one exchange. `send`
 writes a request; the response is relayed raw: its head once, adjusted by
-`pipeline.on_upstream_head`, then every byte exactly as the provider framed it (content-length
+the pipeline's `on_upstream_head`, then every byte exactly as the provider framed it (content-length
 or chunked), each read passed on as it arrives, nothing buffered. httptools' response parser
 sees the same bytes only to validate them and to find where the response ends; its callbacks
 just set flags, so no Python runs per body piece.
@@ -24,23 +24,59 @@ import logging
 import socket
 from enum import IntEnum
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 
-from proxy import errors, pipeline
+from proxy import errors, response
 
 if TYPE_CHECKING:
-    from proxy.adapt import Translation
-    from proxy.config import Route
-    from proxy.exchange import Exchange
-    from proxy.pool import Pool
+    from proxy.config import ProviderSettings, Route
 
 log = logging.getLogger("llm_edge.upstream")
 
 INF = float("inf")
 MAX_HEAD_BYTES = 64 * 1024
 _END_OF_HEAD = b"\r\n\r\n"
+
+
+class ResponseHandler(Protocol):
+    """What a connection calls as its response arrives: the pipeline, handed in through the pool.
+
+    `owner` is the exchange the response belongs to; this layer never looks inside it."""
+
+    def on_upstream_head(self, owner: Any, conn: UpstreamProtocol, head: bytes, rest: bytes) -> None: ...
+
+    def on_upstream_data(self, owner: Any, data: bytes, last: bool) -> None: ...
+
+    def on_upstream_done(self, owner: Any, conn: UpstreamProtocol, reusable: bool) -> None: ...
+
+    def on_upstream_error(self, owner: Any, conn: UpstreamProtocol, exc: errors.UpstreamError) -> None: ...
+
+    def on_decoded_head(self, owner: Any, conn: UpstreamProtocol) -> None: ...
+
+    def on_decoded_body(self, owner: Any, conn: UpstreamProtocol, data: bytes) -> None: ...
+
+    def on_decoded_read(self, owner: Any, conn: UpstreamProtocol) -> None: ...
+
+    def on_connected(self, owner: Any, conn: UpstreamProtocol, route: Route) -> None: ...
+
+    def on_connect_failed(self, owner: Any, route: Route, exc: errors.UpstreamError) -> None: ...
+
+    def on_crash(self, owner: Any, exc: BaseException, conn: UpstreamProtocol | None) -> None: ...
+
+
+class ConnectionOwner(Protocol):
+    """What a connection needs of the pool it belongs to."""
+
+    provider: ProviderSettings
+    loop: asyncio.AbstractEventLoop
+    handler: ResponseHandler
+    request_prefixes: dict[str, bytes]
+
+    def release(self, conn: UpstreamProtocol) -> None: ...
+
+    def discard(self, conn: UpstreamProtocol) -> None: ...
 
 
 class ConnState(IntEnum):
@@ -59,22 +95,25 @@ class UpstreamProtocol(asyncio.Protocol):
     """One keep-alive connection to a provider."""
 
     __slots__ = (
-        "pool", "loop", "transport", "parser", "decoder", "translation", "state", "ex", "route", "reused",
-        "released_at", "retry_after",
-        "status", "head", "head_bytes", "head_done", "message_done", "keep_alive", "in_chunk",
+        "pool", "handler", "loop", "transport", "parser", "decoder", "translation", "state", "ex", "route", "reused",
+        "released_at", "retry_after", "max_head_bytes",
+        "status", "head", "head_bytes", "head_done", "message_done", "keep_alive", "in_chunk", "close_delimited",
+        "t_first",
         "deadline", "timer_at", "total_deadline", "timer", "read_paused",
     )  # fmt: skip
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: ConnectionOwner) -> None:
         self.pool = pool
+        self.handler: ResponseHandler = pool.handler
         self.loop = pool.loop
+        self.max_head_bytes = MAX_HEAD_BYTES
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.decoder: httptools.HttpResponseParser | None = None  # made on first use: see `_Decoded`
-        self.translation: Translation | None = None  # set when this response must be translated
+        self.translation: Any = None  # the exchange's `adapt.Translation` when this response is translated
         self.retry_after = 0.0
         self.state = NEW
-        self.ex: Exchange | None = None
+        self.ex: Any = None  # the exchange being answered (opaque here)
         self.route: Route | None = None  # the route of the attempt this connection carries
         self.reused = False
         self.released_at = 0.0
@@ -86,6 +125,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.message_done = False
         self.keep_alive = False
         self.in_chunk = False  # inside a chunk of a chunked body: no event can be injected here
+        self.close_delimited = False  # the body ends at EOF (set by the pipeline from the head)
+        self.t_first = 0.0  # perf_counter() at the response's first byte
         # deadlines
         self.deadline = INF
         self.timer_at = INF
@@ -110,30 +151,23 @@ class UpstreamProtocol(asyncio.Protocol):
             # Bytes on an idle connection: the provider broke the protocol or is closing.
             self.close()
             return
-        if self.translation is not None:
-            self._decode(ex, data)
-            return
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an invalid response"))
-            return
-        if self.head_done:
-            self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
-            pipeline.on_upstream_data(ex, data, self.message_done)
-        else:
-            if not self.head:
-                ex.t_upstream = perf_counter()
-            self._on_head_bytes(ex, data)
-        if self.message_done and self.ex is ex:
-            self._complete(reusable=self.keep_alive)
+            if self.translation is not None:
+                self._decode(ex, data)
+            else:
+                self._relay(ex, data)
+        except Exception as exc:  # a boundary: whatever went wrong above, the exchange still ends
+            self._crashed(ex, exc)
 
     def eof_received(self) -> bool:
         ex = self.ex
-        if ex is not None and self.head_done and ex.close_delimited:
-            self._complete(reusable=False)  # a close-delimited body ends at EOF
-        else:
-            self.close()
+        try:
+            if ex is not None and self.head_done and self.close_delimited:
+                self._complete(reusable=False)  # a close-delimited body ends at EOF
+            else:
+                self.close()
+        except Exception as exc:
+            self._crashed(ex, exc)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -141,9 +175,14 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         self.state = CLOSED
         self._cancel_timer()
-        if self.ex is not None:
-            self._fail(errors.UpstreamClosedError(f"provider {self.pool.provider.name!r} closed the connection"))
-        self.pool.discard(self)
+        ex = self.ex
+        try:
+            if ex is not None:
+                self._fail(errors.UpstreamClosedError(f"provider {self.pool.provider.name!r} closed the connection"))
+        except Exception as error:
+            self._crashed(ex, error)
+        finally:
+            self.pool.discard(self)
 
     # httptools parser callbacks: flags only, the bytes are relayed by data_received
 
@@ -164,7 +203,7 @@ class UpstreamProtocol(asyncio.Protocol):
     # called by the pool and the pipeline
 
     def send(
-        self, ex: Exchange, head: bytes, body: bytes, translation: Translation | None, head_deadline_s: float
+        self, ex: Any, head: bytes, body: bytes, translation: Any, head_deadline_s: float
     ) -> None:
         """Write one request and wait for its response (decoded for `translation`, else relayed raw).
 
@@ -183,6 +222,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.head_done = False
         self.message_done = False
         self.in_chunk = False
+        self.close_delimited = False
+        self.t_first = 0.0
         assert self.transport is not None
         self.transport.writelines((head, body))  # one writev: head and body in one segment
         now = self.loop.time()
@@ -218,11 +259,35 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # internal
 
-    def _decode(self, ex: Exchange, data: bytes) -> None:
+    def _relay(self, ex: Any, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an invalid response"))
+            return
+        if self.head_done:
+            self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
+            self.handler.on_upstream_data(ex, data, self.message_done)
+        else:
+            if not self.head:
+                self.t_first = perf_counter()
+            self._on_head_bytes(ex, data)
+        if self.message_done and self.ex is ex:
+            self._complete(reusable=self.keep_alive)
+
+    def _crashed(self, ex: Any, exc: BaseException) -> None:
+        self.ex = None
+        self.deadline = INF
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        if ex is not None:
+            self.handler.on_crash(ex, exc, self)
+
+    def _decode(self, ex: Any, data: bytes) -> None:
         # The translated path: the decoder's callbacks hand the pipeline decoded body pieces.
         if not self.head_done:
             if not self.head_bytes:
-                ex.t_upstream = perf_counter()
+                self.t_first = perf_counter()
             self.head_bytes += len(data)
         assert self.decoder is not None
         try:
@@ -237,15 +302,14 @@ class UpstreamProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an invalid response"))
             return
-        if not self.head_done and self.head_bytes > MAX_HEAD_BYTES and self.ex is ex:
+        if not self.head_done and self.head_bytes > self.max_head_bytes and self.ex is ex:
             # Still no whole head: httptools would keep joining an endless header in memory.
             self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an oversized head"))
             return
         if self.ex is not ex:
             return  # the head lost a race or failed over: this connection is already dropped
-        translation = self.translation
-        if translation is not None and translation is ex.translation:
-            translation.flush()
+        if self.head_done:
+            self.handler.on_decoded_read(ex, self)  # one write per upstream read
         if self.head_done:
             self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
         if self.message_done:
@@ -258,28 +322,29 @@ class UpstreamProtocol(asyncio.Protocol):
         self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
         if self.deadline < self.timer_at:
             self._schedule(self.deadline)
-        pipeline.on_decoded_head(ex, self)
+        self.handler.on_decoded_head(ex, self)
 
-    def _on_head_bytes(self, ex: Exchange, data: bytes) -> None:
+    def _on_head_bytes(self, ex: Any, data: bytes) -> None:
         head = self.head + data if self.head else data
-        while head[9:10] == b"1" and head.startswith(b"HTTP/1."):  # interim 1xx heads: the real one follows
-            end = head.find(_END_OF_HEAD)
-            if end < 0:
-                break
-            head = head[end + 4 :]
-        if self.status < 200:  # the parser has not seen the whole final head yet
-            if len(head) > MAX_HEAD_BYTES:
+        start, interim = response.interim_heads_end(head)
+        end = head.find(_END_OF_HEAD, start) if start >= 0 else -1
+        if self.status < 200 or end < 0:  # the parser has not seen the whole final head yet
+            if len(head) - max(start, 0) > self.max_head_bytes or interim > response.MAX_INTERIM_HEADS:
                 self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an oversized head"))
                 return
             self.head = head
             return
-        end = head.find(_END_OF_HEAD) + 4
+        end += 4
+        problem = response.head_problem(self.status, end - start, interim, self.max_head_bytes)
+        if problem is not None:  # bounded however the bytes arrived: in pieces or in one read
+            self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r}: {problem}"))
+            return
         self.head = b""
         self.head_done = True
         self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
         if self.deadline < self.timer_at:  # once per response: the idle phase may end sooner
             self._schedule(self.deadline)
-        pipeline.on_upstream_head(ex, self, head[:end], head[end:])
+        self.handler.on_upstream_head(ex, self, head[start:end], head[end:])
 
     def _complete(self, reusable: bool) -> None:
         ex = self.ex
@@ -289,7 +354,11 @@ class UpstreamProtocol(asyncio.Protocol):
         self.resume_reading()
         if reusable:
             self.state = IDLE
-        pipeline.on_upstream_done(ex, self, reusable)
+        try:
+            self.handler.on_upstream_done(ex, self, reusable)
+        except Exception as error:
+            self.handler.on_crash(ex, error, self)
+            reusable = False
         if not reusable:
             self.close()
 
@@ -300,7 +369,10 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
         if ex is not None:
-            pipeline.on_upstream_error(ex, self, exc)
+            try:
+                self.handler.on_upstream_error(ex, self, exc)
+            except Exception as error:  # a boundary: the timer and connection_lost call this
+                self.handler.on_crash(ex, error, self)
 
     def _schedule(self, when: float) -> None:
         if self.timer is not None:
@@ -325,12 +397,11 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         name = self.pool.provider.name
         if not self.head_done:
-            what = "the first byte"
+            self._fail(errors.FirstByteTimeout(f"provider {name!r} timed out waiting for the first byte"))
         elif self.deadline >= self.total_deadline:
-            what = "the whole response"
+            self._fail(errors.TotalTimeout(f"provider {name!r} timed out waiting for the whole response"))
         else:
-            what = "the next piece of the response"
-        self._fail(errors.UpstreamTimeout(f"provider {name!r} timed out waiting for {what}"))
+            self._fail(errors.StreamIdleTimeout(f"provider {name!r} timed out waiting for the next piece"))
 
 
 class _Decoded:
@@ -359,7 +430,7 @@ class _Decoded:
     def on_body(self, body: bytes) -> None:
         conn = self.conn
         if conn.ex is not None and conn.translation is not None:
-            pipeline.on_decoded_body(conn.ex, conn, body)
+            conn.handler.on_decoded_body(conn.ex, conn, body)
 
     def on_message_complete(self) -> None:
         conn = self.conn

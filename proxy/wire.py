@@ -7,10 +7,13 @@ upstream is built here once, at import, or by a small pure helper.
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Protocol
 
 import orjson
 
 from proxy import __version__
+from proxy.apis import ANTHROPIC
+from proxy.translate.error_bodies import anthropic_type_for_status
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _REASONS[529] = "Overloaded"
@@ -32,23 +35,6 @@ NO_BUFFERING = b"x-accel-buffering: no\r\n"
 PROVIDER_HEADER = b"x-llm-edge-provider: "
 ATTEMPTS_HEADER = b"x-llm-edge-attempts: "
 
-# Response header lines that describe the upstream hop, not the message. The framing headers
-# (content-length, transfer-encoding) stay: the body is relayed with its framing as it is.
-_HOP_LINES = (b"\r\nconnection:", b"\r\nkeep-alive:", b"\r\nproxy-connection:")
-
-
-def strip_hop_by_hop(head: bytes, lower: bytes) -> bytes:
-    """`head` without its hop-by-hop header lines; `lower` is `head.lower()`."""
-    for name in _HOP_LINES:
-        at = lower.find(name)
-        while at >= 0:
-            end = lower.find(b"\r\n", at + 2)
-            head = head[:at] + head[end:]
-            lower = lower[:at] + lower[end:]
-            at = lower.find(name, at)
-    return head
-
-
 def dechunk(data: bytes) -> bytes:
     """The payload of a complete chunked body (chunk extensions and trailers dropped)."""
     out: list[bytes] = []
@@ -66,6 +52,97 @@ def dechunk(data: bytes) -> bytes:
 def chunk(data: bytes) -> bytes:
     """One HTTP/1.1 chunk holding `data` (which must not be empty)."""
     return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def anthropic_error_body(status: int, message: str) -> bytes:
+    """Anthropic's error shape for the gateway's own errors."""
+    return orjson.dumps({"type": "error", "error": {"type": anthropic_type_for_status(status), "message": message}})
+
+
+def anthropic_stream_error(message: str, status: int) -> bytes:
+    """Anthropic's mid-stream error event."""
+    return b"event: error\ndata: " + anthropic_error_body(status, message) + b"\n\n"
+
+
+def openai_stream_error(message: str, type_: str, code: str | None = None) -> bytes:
+    """OpenAI's mid-stream error event (the SDKs raise on it)."""
+    return b"data: " + openai_error_body(message, type_, code) + b"\n\n"
+
+
+class _ErrorLike(Protocol):
+    status: int
+    message: str
+    type: str
+    code: str | None
+    param: str | None
+
+    def headers(self) -> bytes: ...
+
+
+def error_answer(api: int, exc: _ErrorLike, close: bool, date: bytes) -> bytes:
+    """A complete error response for a gateway error, in the client API's shape."""
+    if api == ANTHROPIC:
+        body = anthropic_error_body(exc.status, exc.message)
+    else:
+        body = openai_error_body(exc.message, exc.type, exc.code, exc.param)
+    return json_response(exc.status, body, close=close, extra=exc.headers(), date=date)
+
+
+def stream_error_event(api: int, exc: _ErrorLike) -> bytes:
+    """A gateway error as the client API's mid-stream error event."""
+    if api == ANTHROPIC:
+        return anthropic_stream_error(exc.message, exc.status)
+    return openai_stream_error(exc.message, exc.type, exc.code)
+
+
+class Dechunker:
+    """Strips chunked framing from a body as it arrives, for a client that cannot read it (HTTP/1.0).
+
+    `feed` returns the payload bytes the input completes; `done` is True after the last chunk.
+    A chunk's size line is short, so only a partial size line is ever held back."""
+
+    __slots__ = ("left", "pending", "done", "state")
+
+    def __init__(self) -> None:
+        self.left = 0  # payload bytes still to come in the current chunk
+        self.pending = b""  # an incomplete size line or CRLF
+        self.done = False
+        self.state = 0  # 0: at a size line, 1: in a chunk's data, 2: at the CRLF after it
+
+    def feed(self, data: bytes) -> bytes:
+        if self.pending:
+            data = self.pending + data
+            self.pending = b""
+        out: list[bytes] = []
+        at, n = 0, len(data)
+        while at < n and not self.done:
+            if self.state == 1:
+                take = min(self.left, n - at)
+                out.append(data[at : at + take])
+                at += take
+                self.left -= take
+                if not self.left:
+                    self.state = 2
+            elif self.state == 2:
+                if n - at < 2:
+                    self.pending = data[at:]
+                    break
+                at += 2
+                self.state = 0
+            else:
+                end = data.find(b"\r\n", at)
+                if end < 0:
+                    if n - at > 1024:
+                        raise ValueError("a chunk size line over 1 KiB")
+                    self.pending = data[at:]
+                    break
+                size = int(data[at:end].split(b";", 1)[0], 16)
+                at = end + 2
+                if size == 0:
+                    self.done = True  # trailers, if any, are dropped
+                else:
+                    self.left, self.state = size, 1
+        return b"".join(out)
 
 
 def openai_error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:

@@ -137,3 +137,39 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 AsyncFactory = Callable[..., Awaitable[Any]]
+
+
+def rest_problems(gateway: Gateway) -> list[str]:
+    """What keeps a gateway from being at rest (run on its loop thread): in-flight counts, probe
+    slots, checked-out or connecting upstream connections, waiters, cache leaders, key reservations."""
+    problems = []
+    table = gateway.gen.router.table
+    for r in range(table.n):
+        if table.in_flight[r]:
+            problems.append(f"route {r} has in_flight={table.in_flight[r]}")
+        if table.probes_out[r]:
+            problems.append(f"route {r} has {table.probes_out[r]} half-open probe slot(s) taken")
+    for p, count in enumerate(table.provider_in_flight):
+        if count:
+            problems.append(f"provider {p} has in_flight={count}")
+    for pool in gateway.gen.pools:
+        if pool.open != len(pool.idle) or pool.waiters or pool.tasks:
+            problems.append(f"pool {pool!r}: connections checked out, connecting or waited for")
+    if gateway.cache is not None and gateway.cache.inflight:
+        problems.append(f"cache leaders still in flight: {len(gateway.cache.inflight)}")
+    reserved = getattr(gateway.gen.keys, "reserved", None)
+    if callable(reserved) and reserved():
+        problems.append(f"gateway keys hold unsettled reservations: {reserved()}")
+    return problems
+
+
+def assert_at_rest(gw: RunningGateway, timeout: float = 2.0) -> None:
+    """The gateway has settled everything its requests held (a last answer may still be finishing)."""
+    problems: list[str] = []
+
+    def settled() -> bool:
+        problems[:] = gw.io.call(lambda: rest_problems(gw.gateway))
+        return not problems
+
+    wait_for(settled, timeout)
+    assert not problems, "the gateway is not at rest: " + "; ".join(problems)

@@ -196,6 +196,13 @@ class Router:
             p = prov[r]
             if pinf[p] < plim[p]:
                 return r
+        # A Retry-After only shifts traffic to other routes: the last routes standing are still
+        # tried while they merely cool down (closed breaker). Their breakers still apply.
+        retry_until = self.table.retry_until
+        for r in order:
+            if until[r] > now and not state[r] and retry_until[r] >= until[r] and not tried_mask >> r & 1:
+                if pinf[prov[r]] < plim[prov[r]]:
+                    return r
         return -1
 
     # -- outcomes (hot) -------------------------------------------------------------------
@@ -292,6 +299,7 @@ class Router:
             # it as a breaker failure too would let one burst of 429s, seen by N requests in
             # flight, shut the route for breaker_cooldown_s instead of the time it asked for.
             t.until[r] = max(t.until[r], now + min(retry_after_s, m.cooldown_max))
+            t.retry_until[r] = max(t.retry_until[r], now + min(retry_after_s, m.cooldown_max))
             if t.probes_out[r] > 0:
                 t.probes_out[r] -= 1  # a half-open probe told to wait: the next one may try later
             m.rank_due = m.next_rank
@@ -329,6 +337,13 @@ class Router:
         """Seconds until some route of `model_id` is unblocked (0.0 if one is already)."""
         until = self.table.until
         return max(0.0, min(until[r] for r in self.models[model_id].routes) - now)
+
+    def refusal_status(self, model_id: int, now: float) -> int:
+        """The status for "no route is available": 429 when every route is only rate-limited, else 503."""
+        t = self.table
+        routes = self.models[model_id].routes
+        cooling = all(t.until[r] > now and t.state[r] == CLOSED and t.retry_until[r] >= t.until[r] for r in routes)
+        return 429 if cooling else 503
 
     def ranking(self, model_id: int, prompt_bytes: int = 0) -> tuple[int, ...]:
         """The current preference order of `model_id`'s routes (before health checks)."""

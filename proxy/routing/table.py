@@ -49,6 +49,7 @@ _ROUTE_D = (
     "t_ewma",  # time both averages above were last decayed to
     "ttfb_s", "ttfb_w", "t_ttfb",  # same for time to first byte
     "until",  # route skipped while now < until (breaker open or Retry-After)
+    "retry_until",  # the part of `until` that is only this worker's Retry-After cooldown
     "opened_at",  # when the breaker last opened
     "cooldown",  # current breaker cooldown (grows with backoff)
 )  # fmt: skip
@@ -93,6 +94,7 @@ class RouteTable:
     ttfb_w: Column
     t_ttfb: Column
     until: Column
+    retry_until: Column
     opened_at: Column
     cooldown: Column
     state: Column

@@ -5,7 +5,7 @@
 # pass explicit values instead (tests do), so the translators stay reproducible.
 from __future__ import annotations
 
-import os
+import secrets
 import re
 import time
 
@@ -14,7 +14,7 @@ _BAD_TOOL_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 
 def mint_id(prefix: str) -> str:
     """A fresh random id such as `chatcmpl-3f1c…` or `msg_9a0e…` (96 random bits)."""
-    return prefix + os.urandom(12).hex()
+    return prefix + secrets.token_hex(12)
 
 
 def anthropic_tool_id(tool_id: object) -> str:

@@ -13,7 +13,10 @@
 # in many small reads costs O(total), not O(n²).
 from __future__ import annotations
 
+from proxy.errors import UpstreamProtocolError
+
 BOM = b"\xef\xbb\xbf"
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one SSE line (one event's JSON): a provider sending more is broken
 
 Event = tuple[bytes, bytes]  # (event name, b"" when absent; data)
 
@@ -29,11 +32,13 @@ class SSEParser:
         "_data",
         "_event",
         "_first_line",
+        "_max_line",
         "_partial",
         "_skip_lf",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._max_line = max_line_bytes
         self._partial = bytearray()  # bytes of an unfinished line
         self._skip_lf = False  # previous read ended in CR: a leading LF belongs to it
         self._first_line = True  # a BOM may only appear before the first line
@@ -68,8 +73,15 @@ class SSEParser:
                 self._partial += tail
         else:
             self._partial += data
+            self._bounded()
             return []
+        self._bounded()
         return self._lines(lines)
+
+    def _bounded(self) -> None:
+        if len(self._partial) > self._max_line:
+            self._partial.clear()
+            raise UpstreamProtocolError(f"the provider sent an SSE line over {self._max_line} bytes")
 
     def flush(self) -> list[Event]:
         """At upstream EOF: finish a trailing unterminated line and event (lenient)."""

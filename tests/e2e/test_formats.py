@@ -119,10 +119,13 @@ def test_openai_sdk_upstream_errors_are_typed(mock_uv: MockFactory, gateway_uv: 
         sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], max_tokens=5)
     assert limited.value.status_code == 429
     assert limited.value.response.headers.get("retry-after")
-    # The only route now cools down for the provider's Retry-After: callers are told when to come back.
-    with pytest.raises(openai.InternalServerError) as cooling:
+    # The only route cools down for the provider's Retry-After, but a cooldown only shifts traffic to
+    # other routes: the last one standing is still tried, and its own answer reaches the caller.
+    seen = server.requests
+    with pytest.raises(openai.RateLimitError) as again:
         sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], max_tokens=5)
-    assert cooling.value.status_code == 503 and cooling.value.response.headers.get("retry-after")
+    assert again.value.status_code == 429 and again.value.response.headers.get("retry-after")
+    assert server.requests == seen + 1
 
 
 def test_untranslatable_parameters_are_refused(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:

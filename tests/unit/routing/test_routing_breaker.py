@@ -153,8 +153,21 @@ def test_retry_after_cools_the_route_down() -> None:
     fail(router, A, 20.0, failure_kind(503), 3600.0)  # capped at breaker_cooldown_max_s
     assert router.snapshot(20.0)[A]["blocked_for_s"] == 60.0
     fail(router, B, 20.0, failure_kind(429), 30.0)
-    assert router.pick(0, SMALL, 0, 21.0) == -1
+    # Every route cools down: a Retry-After alone never takes the last routes out of service
+    # (issue 11, defect 14), so they are still tried, in order, each at most once per request.
+    assert router.pick(0, SMALL, 0, 21.0) == A
+    assert router.pick(0, SMALL, 1 << A, 21.0) == B
+    assert router.pick(0, SMALL, (1 << A) | (1 << B), 21.0) == -1
     assert router.retry_after(0, 21.0) == 29.0
+    assert router.refusal_status(0, 21.0) == 429
+
+
+def test_an_open_breaker_is_not_a_cooldown() -> None:
+    router = make(breaker_failures=1)
+    fail(router, A, 10.0)
+    fail(router, B, 10.0)
+    assert router.pick(0, SMALL, 0, 10.1) == -1
+    assert router.refusal_status(0, 10.1) == 503
 
 
 def test_retry_after_ignored_for_other_failures() -> None:

@@ -1,0 +1,109 @@
+"""The gateway-wide state every connection shares, and its 1 Hz housekeeping.
+
+`Gateway` holds the current configuration generation, stats, the response cache, the
+access log, and a few byte strings the request path reuses (the date header, the attempt
+headers). Time-derived bytes are rebuilt by the tick, never per request. Listening, signals
+and draining are `server`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from email.utils import formatdate
+from typing import Any
+
+from proxy.accesslog import AccessLog
+from proxy.config import Settings
+from proxy.generation import Generation
+from proxy.pool import Pool
+from proxy.response_cache import Cache
+from proxy.routing import Router
+from proxy.shared import INTERVAL_S as SHARE_INTERVAL_S
+from proxy.shared import SharedRoutes
+from proxy.stats import Stats
+from proxy.upstream import ResponseHandler
+
+
+class GatewayState:
+    """Shared state of one gateway process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        handler: ResponseHandler,
+        shared: SharedRoutes | None = None,
+    ) -> None:
+        self.loop = loop
+        self.handler = handler  # the request path, called back by upstream connections
+        self.shared = shared  # route state shared with the other workers, when there are several
+        self.gen = Generation(settings, loop, handler)
+        self.stats = Stats()
+        self.access_log = AccessLog(settings.log) if settings.log.enabled else None
+        self.request_ids = 0
+        self.request_id_prefix = f"req_{os.getpid():x}_"
+        self.cache = Cache(settings.cache, loop) if settings.cache.enabled else None
+        self.connections: set[Any] = set()  # client connections (server's protocols), for draining
+        self.created = int(time.time())
+        self.started_at = time.monotonic()
+        self.draining = False
+        self.server: asyncio.Server | None = None
+        self.date_header = b""
+        self.attempt_headers = [b"x-llm-edge-attempts: %d\r\n" % n for n in range(10)]
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._tick()
+        if shared is not None:
+            self._share()
+
+    # The current generation's parts, for code that is not in a request (admin, ticks, tests).
+    @property
+    def settings(self) -> Settings:
+        return self.gen.settings
+
+    @property
+    def pools(self) -> list[Pool]:
+        return self.gen.pools
+
+    @property
+    def router(self) -> Router:
+        return self.gen.router
+
+    def next_request_id(self) -> str:
+        """The gateway's own id for a request: unique per process, cheap, never reused."""
+        self.request_ids += 1
+        return f"{self.request_id_prefix}{self.request_ids:x}"
+
+    def reload(self, settings: Settings) -> None:
+        """Swap in a new configuration; requests in flight finish on the old one."""
+        old, self.gen = self.gen, Generation(settings, self.loop, self.handler, previous=self.gen)
+        old.retire(self.gen)
+
+    def _tick(self) -> None:
+        now = time.time()
+        self.date_header = b"date: %b\r\n" % formatdate(now, usegmt=True).encode("ascii")
+        loop_now = self.loop.time()
+        for pool in self.pools:
+            pool.sweep(loop_now)
+        self.router.tick(loop_now)
+        if self.cache is not None:
+            self.cache.store.sweep(loop_now)
+        self._flush_access_log()
+        # Fire just after the next whole second, so the date header changes on time.
+        self._tick_handle = self.loop.call_later(1.0 - (now % 1.0) + 0.001, self._tick)
+
+    def _share(self) -> None:
+        router = self.gen.router
+        if self.shared is not None:
+            self.shared.publish(router, self.settings.routes)
+            self.shared.merge(router, self.settings.routes, self.loop.time())
+        self._share_handle = self.loop.call_later(SHARE_INTERVAL_S, self._share)
+
+    def _flush_access_log(self) -> None:
+        log = self.access_log
+        if log is None or not log.pending:
+            return
+        log.flush(time.time(), time.perf_counter(), max_lines=1000)  # a few ms at most per turn of the loop
+        if log.pending:
+            self.loop.call_soon(self._flush_access_log)
