@@ -10,8 +10,11 @@
 # 3. Nothing here does I/O or reads a clock.
 #
 # Place in the request path: the downstream `on_header` callback keeps the presented key
-# (`presented_key`), then before routing: `authenticate` -> `admit`; after the response:
-# `charge`. The key's name is the cache namespace (`tenants`) and the access log's `key`.
+# (`presented_key`), then before routing: `authenticate` -> `admit`; at pick time: `may_use`
+# (a key with a budget is never served by an unpriced route); after the response: `charge`,
+# exactly once. The key's name is the cache namespace (`tenants`) and the access log's `key`.
+# Keys made at run time (the admin API, proxy/keys_admin.py) live in `Accounts` next to the
+# configured ones and are found by the same lookup.
 """Gateway keys and per-key limits.
 
 Config (TOML)::
@@ -21,7 +24,8 @@ Config (TOML)::
     key_env = "LLM_EDGE_KEY_TEAM_A"   # exactly one of key_env, key_sha256 (64 hex), key (tests)
     rpm = 600                         # optional: requests per minute
     tpm = 200000                      # optional: input + output tokens per minute
-    budget_usd = 50.0                 # optional: spend budget for the life of the process
+    budget_usd = 50.0                 # optional: spend budget per budget period
+    budget_period = "monthly"         # optional: "1d", "7d", "30d" or "monthly"; none: for all time
 
 With no `[[auth.keys]]` no key is required (`Keys.required` is False) and every request
 has tenant b"". Clients send the key the way both SDKs do: `Authorization: Bearer <key>`
@@ -35,17 +39,31 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.errors import ConfigError, GatewayError
-from proxy.limits import BUDGET, NANO, RPM, Limits, format_usd
+from proxy.limits import (
+    BUDGET,
+    DISABLED,
+    GATE_DELETED,
+    NANO,
+    PERIODS,
+    RPM,
+    UNAVAILABLE,
+    Accounts,
+    KeyState,
+    Limits,
+    admit,
+    charge,
+    format_usd,
+)
 
 _sha256 = hashlib.sha256
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_KEY_FIELDS = ("name", "key_env", "key_sha256", "key", "rpm", "tpm", "budget_usd")
+_KEY_FIELDS = ("name", "key_env", "key_sha256", "key", "rpm", "tpm", "budget_usd", "budget_period")
 _MAX_RATE = 1_000_000_000
 
 AUTHORIZATION = b"authorization"
@@ -65,13 +83,20 @@ class KeySettings:
     rpm: int = 0  # 0 = no limit
     tpm: int = 0
     budget_nusd: int = 0  # nano-dollars; 0 = no budget
+    budget_period: str = ""  # "" (all time) or one of limits.PERIODS
 
 
 @dataclass(slots=True, frozen=True)
 class AuthSettings:
-    """The `[auth]` table: the gateway keys, in file order (a key's index is its position)."""
+    """The `[auth]` table: the gateway keys, in file order (a key's index is its position).
+
+    `workers` is not read from the table: it is how many processes share every limit (the
+    `--workers` flag, set with `config.with_workers`), so each enforces its share.
+    """
 
     keys: tuple[KeySettings, ...] = ()
+    workers: int = 1
+    managed: bool = False  # an admin key is set: keys are required even before the first is made at run time
 
     @property
     def required(self) -> bool:
@@ -105,6 +130,39 @@ class AuthSettings:
                     raise ConfigError(f"{where}.keys[{i}]: the same key as {where}.keys[{j}] ({other.name!r})")
             keys.append(key)
         return cls(tuple(keys))
+
+
+@dataclass(slots=True, frozen=True)
+class AdminSettings:
+    """The `[admin]` table: the admin key (from `key_env`) guards `/admin/`, `/stats` and `/metrics`.
+
+    Holds the key's SHA-256 only. No key: the admin API is off, and the info endpoints are open
+    (unless gateway keys are required: then they are refused, never served openly).
+    """
+
+    key_env: str | None = None
+    digest: bytes = field(default=b"", repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.digest)
+
+    @classmethod
+    def from_table(cls, t: Mapping[str, Any], env: Mapping[str, str]) -> AdminSettings:
+        for name in t:
+            if name != "key_env":
+                raise ConfigError(f"admin.{name}: unknown key (expected: key_env)")
+        name = t.get("key_env")
+        if name is None:
+            return cls()
+        if type(name) is not str or not name:
+            raise ConfigError("admin.key_env: expected the name of an environment variable")
+        plain = env.get(name, "")
+        if not plain:
+            raise ConfigError(f"admin.key_env: the environment variable {name!r} is not set or empty")
+        if plain != plain.strip() or len(plain) < 16:
+            raise ConfigError("admin.key_env: the admin key must be at least 16 characters, with no surrounding spaces")
+        return cls(name, digest_of(plain.encode("utf-8")))
 
 
 def _key_settings(t: Mapping[str, Any], env: Mapping[str, str], where: str) -> KeySettings:
@@ -145,7 +203,17 @@ def _key_settings(t: Mapping[str, Any], env: Mapping[str, str], where: str) -> K
         rpm=_limit(t, "rpm", where),
         tpm=_limit(t, "tpm", where),
         budget_nusd=_budget(t, where),
+        budget_period=_period(t, where),
     )
+
+
+def _period(t: Mapping[str, Any], where: str) -> str:
+    value = t.get("budget_period", "")
+    if value != "" and value not in PERIODS:
+        raise ConfigError(f"{where}.budget_period: expected one of {', '.join(PERIODS)} (got {value!r})")
+    if value and "budget_usd" not in t:
+        raise ConfigError(f"{where}.budget_period: set budget_usd too (a period resets a budget)")
+    return value
 
 
 def _limit(t: Mapping[str, Any], key: str, where: str) -> int:
@@ -218,53 +286,77 @@ def key_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
 
 
 class Keys:
-    """The configured gateway keys at run time: lookup, limits and per-key counters.
+    """The gateway keys of one configuration generation: lookup, limits and per-key counters.
 
     Hot path, per request when `required`:
         k = keys.authenticate(presented)             # -1: answer keys.rejection(presented)
         ok, wait, why = keys.admit(k, now, estimate) # not ok: answer keys.refusal(k, why, wait)
         ... keys.tenants[k] is the cache namespace, keys.names[k] the access log's key ...
-        keys.charge(k, now, tokens_in, tokens_out, cost_nusd, estimate)   # exactly once
-    `now` is monotonic seconds (loop.time()). `tenants[-1]` and `names[-1]` are empty,
-    so an unauthenticated request (k == -1, or no keys configured) indexes them safely.
+        keys.may_use(k, prices)                      # at pick time; False: keys.unpriced(k, model)
+        keys.charge(k, now, usage, cost_nusd, estimate, estimated)   # exactly once
+    `now` is monotonic seconds (loop.time()); `usage` the five counts of proxy/prices.py.
+    `tenants[-1]` and `names[-1]` are empty, so an unauthenticated request (k == -1, or no
+    keys configured) indexes them safely.
+
+    The keys' states live in `accounts` (one per process, shared by every generation): a
+    reload carries each key's spend, buckets and counters over, and keys made at run time
+    are appended here when first presented (indexes never move within a generation).
     """
 
     __slots__ = (
         "_by_digest",
-        "admit",
-        "charge",
+        "_configured",
+        "_version",
+        "accounts",
         "invalid",
-        "limits",
         "missing",
         "names",
         "required",
         "settings",
+        "states",
         "tenants",
+        "workers",
     )  # fmt: skip
 
-    def __init__(self, settings: AuthSettings, workers: int = 1) -> None:
+    def __init__(self, settings: AuthSettings, workers: int | None = None, accounts: Accounts | None = None) -> None:
         # config
         self.settings = settings
-        self.required = settings.required
+        self.workers = workers = settings.workers if workers is None else max(workers, 1)
+        self.accounts = accounts = Accounts(workers) if accounts is None else accounts
+        states: list[KeyState] = []
+        for k in settings.keys:
+            state = accounts.get(k.name, k.digest, "config")
+            state.gate = 0
+            state.configure(k.rpm, k.tpm, k.budget_nusd, k.budget_period, workers)
+            states.append(state)
+        self._configured = frozenset(k.name for k in settings.keys)
+        self.states = states
         # A trailing empty entry, so index -1 (no key) reads "" without a branch.
-        self.names: tuple[str, ...] = (*(k.name for k in settings.keys), "")
-        self.tenants: tuple[bytes, ...] = (*(k.name.encode("utf-8") for k in settings.keys), b"")
-        self._by_digest = {k.digest: i for i, k in enumerate(settings.keys)}
-        self.limits = limits = Limits(
-            [k.rpm for k in settings.keys], [k.tpm for k in settings.keys], [k.budget_nusd for k in settings.keys],
-            workers,
-        )  # fmt: skip
-        # The bound methods, so `keys.admit(...)` costs no extra call frame.
-        self.admit: Callable[[int, float, int], tuple[bool, float, str]] = limits.admit
-        self.charge: Callable[..., None] = limits.charge
+        self.names: list[str] = [*(st.name for st in states), ""]
+        self.tenants: list[bytes] = [*(st.name.encode("utf-8") for st in states), b""]
+        self._by_digest: dict[bytes, int] = {}
+        self._version = -1
+        self._refresh()
+        self.required = settings.required or settings.managed
         # counters
         self.missing = 0  # requests with no key while one is required
         self.invalid = 0  # requests with a key that matches none
 
     def __repr__(self) -> str:
-        return (
-            f"<Keys keys={len(self.names) - 1} required={self.required} missing={self.missing} invalid={self.invalid}>"
-        )
+        return f"<Keys keys={len(self.states)} required={self.required} missing={self.missing} invalid={self.invalid}>"
+
+    def _refresh(self) -> None:
+        """Take in the run-time keys made (or deleted) since the last look. Cold: admin changes only."""
+        self._version = self.accounts.version
+        known = {id(st) for st in self.states}
+        for state in self.accounts.runtime():
+            if id(state) not in known and state.name not in self._configured:
+                self.states.append(state)
+                self.names.insert(len(self.names) - 1, state.name)
+                self.tenants.insert(len(self.tenants) - 1, state.name.encode("utf-8"))
+        self._by_digest = {st.digest: i for i, st in enumerate(self.states) if st.gate != GATE_DELETED and st.digest}
+        if self.states:
+            self.required = True
 
     def authenticate(self, presented: bytes) -> int:
         """The index of the key `presented` (from `presented_key`), or -1 if it matches none.
@@ -277,10 +369,41 @@ class Keys:
         if not presented:
             self.missing += 1
             return -1
-        index = self._by_digest.get(_sha256(presented).digest(), -1)
-        if index < 0:
+        digest = _sha256(presented).digest()
+        index = self._by_digest.get(digest, -1)
+        if index < 0 and self._version != self.accounts.version:  # a key made at run time since
+            self._refresh()
+            index = self._by_digest.get(digest, -1)
+        if index < 0 or self.states[index].gate == GATE_DELETED:
             self.invalid += 1
+            return -1
         return index
+
+    def admit(self, key: int, now: float, estimated_tokens: int = 0) -> tuple[bool, float, str]:
+        """May key `key` start a request now? `(ok, retry_after_s, reason)`: see `limits.admit`."""
+        return admit(self.states[key], now, estimated_tokens)
+
+    def charge(self, key: int, now: float, usage: Any, cost_nusd: int, reserved: int = 0,
+               estimated: Any = False) -> None:  # fmt: skip
+        """Settle one admitted request: `usage` is the five counts of proxy/prices.py, `cost_nusd` its
+        cost, `reserved` the estimate given to `admit`, `estimated` True when the usage is the
+        gateway's own estimate (the provider sent none). Exactly once per admitted request."""
+        state = self.states[key]
+        if type(usage) is int:  # transitional: the old call, charge(k, now, tokens_in, tokens_out, cost, reserved)
+            charge(state, now, usage, cost_nusd, reserved, int(estimated))
+            return
+        charge(state, now, usage[0] + usage[1] + usage[2], usage[3] + usage[4], cost_nusd, reserved, bool(estimated))
+
+    def may_use(self, key: int, prices: object) -> bool:
+        """May key `key` be served by a route with these prices (None: unpriced)? A key with a budget may not."""
+        return prices is not None or key < 0 or not self.states[key].budget
+
+    def unpriced(self, key: int, model: str) -> GatewayError:
+        """The 403 for a key with a budget whose request only an unpriced route could serve."""
+        return UnpricedRouteError(
+            f"gateway key {self.names[key]!r} has a budget, and no price is configured for {model!r}: set the "
+            "route's input_per_mtok and output_per_mtok (or the provider's [providers.prices] entry)"
+        )
 
     def rejection(self, presented: bytes) -> GatewayError:
         """The 401 for a request whose key is missing (`presented` empty) or matches none."""
@@ -289,10 +412,17 @@ class Keys:
         return InvalidKeyError("invalid gateway key")
 
     def refusal(self, key: int, reason: str, retry_after_s: float) -> GatewayError:
-        """The 429 for a request `admit` refused (`reason`, `retry_after_s` from `admit`)."""
-        k = self.settings.keys[key]
+        """The 4xx/503 for a request `admit` refused (`reason`, `retry_after_s` from `admit`)."""
+        k = self.states[key]
         if reason == BUDGET:
-            return BudgetExhaustedError(f"gateway key {k.name!r} has used its budget of {_usd(k.budget_nusd)} USD")
+            period = f" for this period ({k.period})" if k.period else ""
+            return BudgetExhaustedError(f"gateway key {k.name!r} has used its budget of {_usd(k.budget)} USD{period}")
+        if reason == DISABLED:
+            return KeyDisabledError(f"gateway key {k.name!r} is disabled")
+        if reason == UNAVAILABLE:
+            return LimitsUnavailableError(
+                f"the limits of gateway key {k.name!r} cannot be checked: the shared limit store is unreachable"
+            )
         if reason == RPM:
             return KeyRateLimitedError(
                 f"rate limit reached for gateway key {k.name!r} on requests per minute: limit {k.rpm}",
@@ -303,12 +433,16 @@ class Keys:
             retry_after_s, type_="tokens",
         )  # fmt: skip
 
+    @property
+    def limits(self) -> Limits:
+        """The states as a `Limits` (by index)."""
+        return Limits(self.states)
+
     def snapshot(self, now: float) -> list[dict[str, Any]]:
         """Per key: name, limits, counters and what remains, JSON-ready (for /stats and /metrics)."""
-        rows = self.limits.snapshot(now)
-        for row, name in zip(rows, self.names):
-            row["key"] = name
-        return rows
+        if self._version != self.accounts.version:
+            self._refresh()
+        return [st.snapshot(now) for st in self.states if st.gate != GATE_DELETED]
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -337,6 +471,34 @@ class KeyRateLimitedError(GatewayError):
     def headers(self) -> bytes:
         """`retry-after` (whole seconds, 1-60: every SDK version honours it) and `retry-after-ms`."""
         return retry_after_headers(self.retry_after_s)
+
+
+class KeyDisabledError(GatewayError):
+    """403: the key was disabled through the admin API."""
+
+    status = 403
+    type = "permission_error"
+    code = "key_disabled"
+
+
+class UnpricedRouteError(GatewayError):
+    """403: a key with a budget asked for a model only an unpriced route serves."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "unpriced_model"
+    param = "model"
+
+
+class LimitsUnavailableError(GatewayError):
+    """503: fleet limits are fail-closed and Redis is unreachable."""
+
+    status = 503
+    type = "server_error"
+    code = "limits_unavailable"
+
+    def headers(self) -> bytes:
+        return retry_after_headers(1.0)
 
 
 class BudgetExhaustedError(GatewayError):

@@ -24,10 +24,12 @@ from urllib.parse import urlsplit
 import orjson
 
 from proxy.accesslog import AccessLogSettings
-from proxy.auth import AuthSettings
+from proxy.auth import AdminSettings, AuthSettings
 from proxy.cache import CacheSettings
 from proxy.cache.policy import parse_mode
 from proxy.errors import ConfigError
+from proxy.limits import LedgerSettings, LimitsSettings
+from proxy.prices import Prices, price_list, prices_from_table
 from proxy.routing import ModelSpec, RouterSettings, RouteSpec
 
 PROVIDER_KINDS = ("openai", "anthropic", "local")
@@ -80,6 +82,9 @@ class ProviderSettings:
     ca_file: str | None = None
     max_in_flight: int = 0  # requests in flight to this provider at once; 0 = unlimited
     soonest_timeout_s: float = 120.0  # the shortest of the three response timeouts
+    # `[providers.prices]`: upstream model -> prices, for `provider/model` requests (not part of the
+    # provider's identity: a price change keeps the warm pool)
+    prices: dict[str, Prices] = field(default_factory=dict, compare=False, hash=False)
     # Precomputed request-head fragment: host and auth lines, ready to send.
     fixed_headers: bytes = field(default=b"", repr=False)
 
@@ -104,6 +109,9 @@ class Route:
     # The prices as integer pico-dollars per token: spend is exact integer arithmetic.
     input_pusd: int = 0
     output_pusd: int = 0
+    # Every kind of token's price (proxy/prices.py); None: the route sets no price, so a key with a
+    # budget is not served by it. A direct route's prices depend on the model: `prices.route_prices`.
+    prices: Prices | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -132,6 +140,9 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     log: AccessLogSettings = AccessLogSettings()
     source: str = "<defaults>"
+    limits: LimitsSettings = LimitsSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    admin: AdminSettings = AdminSettings()
 
     @property
     def cache_modes(self) -> dict[str, str]:
@@ -184,12 +195,21 @@ def _env_only_table(env: dict[str, str]) -> dict[str, Any]:
 
 def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table>") -> Settings:
     """Validate a parsed TOML document and build the frozen settings."""
-    _check_keys(table, {"server", "router", "cache", "auth", "log", "providers", "models"}, "")
+    _check_keys(table, {"server", "router", "cache", "auth", "log", "providers", "models", "limits", "ledger", "admin"},
+                "")  # fmt: skip
     server = _server(_table(table, "server", ""))
     router = RouterSettings.from_table(_table(table, "router", ""), "router")
-    cache = CacheSettings.from_table(_table(table, "cache", ""))
+    cache = CacheSettings.from_table(_table(table, "cache", ""), env=env)
     auth = AuthSettings.from_table(_table(table, "auth", ""), env)
     log = AccessLogSettings.from_table(_table(table, "log", ""))
+    limits = LimitsSettings.from_table(_table(table, "limits", ""))
+    ledger = LedgerSettings.from_table(_table(table, "ledger", ""), None if source.startswith("<") else source)
+    admin = AdminSettings.from_table(_table(table, "admin", ""), env)
+    if admin.enabled:
+        auth = replace(auth, managed=True)
+        for key in auth.keys:
+            if key.digest == admin.digest:
+                raise ConfigError(f"admin.key_env: the admin key is the same as gateway key {key.name!r}")
     providers = tuple(_provider(i, p, env) for i, p in enumerate(_array_of_tables(table, "providers", "")))
     names = [p.name for p in providers]
     for name in names:
@@ -205,7 +225,12 @@ def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table
         spec = ModelSpec.from_table(m, where, router, provider_ids)
         if spec.name in models:
             raise ConfigError(f"{where}.name: duplicate model name {spec.name!r}")
-        model_routes = tuple(_route(len(routes) + j, len(specs), spec.name, r, providers) for j, r in enumerate(spec.routes))
+        raw_routes = m.get("routes") or []
+        model_routes = tuple(
+            _route(len(routes) + j, len(specs), spec.name, r, providers,
+                   prices_from_table(raw_routes[j], f"{where}.routes[{j}]"))
+            for j, r in enumerate(spec.routes)
+        )  # fmt: skip
         routes.extend(model_routes)
         cache_mode = m.get("cache")
         if cache_mode is not None:
@@ -222,7 +247,8 @@ def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table
         routes.append(route)
         specs.append(spec)
         direct[p.name] = route
-    return Settings(server, providers, models, tuple(routes), direct, router, tuple(specs), cache, auth, log, source)
+    return Settings(server, providers, models, tuple(routes), direct, router, tuple(specs), cache, auth, log, source,
+                    limits, ledger, admin)  # fmt: skip
 
 
 def _server(t: dict[str, Any]) -> ServerSettings:
@@ -251,7 +277,7 @@ _PROVIDER_KEYS = {
     "name", "kind", "base_url", "api_key_env", "api_key", "anthropic_version", "default_max_tokens",
     "max_connections", "max_in_flight",
     "pool_idle_timeout_s", "connect_timeout_s", "first_byte_timeout_s", "stream_idle_timeout_s",
-    "total_timeout_s", "ca_file",
+    "total_timeout_s", "ca_file", "prices",
 }  # fmt: skip
 
 
@@ -299,6 +325,7 @@ def _provider(index: int, t: dict[str, Any], env: dict[str, str]) -> ProviderSet
         max_in_flight=_count(t, "max_in_flight", where, 0),
         soonest_timeout_s=min(first_byte, stream_idle, total),
         fixed_headers=_fixed_headers(kind, host, port, tls, api_key, version),
+        prices=price_list(t.get("prices"), f"{where}.prices"),
     )  # fmt: skip
     return provider
 
@@ -324,7 +351,8 @@ def _fixed_headers(kind: str, host: str, port: int, tls: bool, api_key: str | No
     return "".join(lines).encode("latin-1")
 
 
-def _route(route_id: int, model_id: int, model: str, spec: RouteSpec, providers: tuple[ProviderSettings, ...]) -> Route:
+def _route(route_id: int, model_id: int, model: str, spec: RouteSpec, providers: tuple[ProviderSettings, ...],
+           prices: Prices | None = None) -> Route:  # fmt: skip
     return Route(
         id=route_id,
         model_id=model_id,
@@ -337,6 +365,7 @@ def _route(route_id: int, model_id: int, model: str, spec: RouteSpec, providers:
         weight=spec.weight,
         input_pusd=spec.input_pusd,
         output_pusd=spec.output_pusd,
+        prices=prices,
     )
 
 
@@ -443,6 +472,11 @@ def _seconds(t: dict[str, Any], key: str, where: str, default: float) -> float:
 
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
+
+
+def with_workers(settings: Settings, workers: int) -> Settings:
+    """The same settings for one of `workers` processes: each key's limits are divided among them."""
+    return replace(settings, auth=replace(settings.auth, workers=workers))
 
 
 def with_listen(settings: Settings, listen: str) -> Settings:

@@ -28,7 +28,9 @@
 # inputs). It is not a cryptographic hash: 128 bits make accidental collisions negligible, but an
 # attacker able to craft colliding bodies could poison entries inside their own tenant namespace.
 # A secret per-deployment `seed` makes crafting collisions much harder (xxh3 is still no MAC); use
-# one when untrusted clients share a namespace. The whole key
+# one when untrusted clients share a namespace: `[cache] key_seed_env` names the environment variable
+# holding it, and `CacheSettings.key_seed` is what the caller passes as `seed` (every gateway sharing a
+# Redis tier needs the same one, or their keys never match). The whole key
 # costs 1.6 / 2.3 / 16 us at 200 B / 2 KB / 50 KB (test_make_key), dominated by the sorted orjson.dumps,
 # not by the hash.
 #

@@ -6,9 +6,10 @@
 # Nothing here does I/O. Values are never echoed for `redis_url` (it may carry a password).
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from proxy.errors import ConfigError
@@ -33,13 +34,20 @@ class CacheSettings:
     redis_url: str | None = None
     redis_timeout_ms: float = 5
     policy: str = "deterministic"
+    key_seed_env: str | None = None  # environment variable holding the cache key's secret seed
+    key_seed: int = field(default=0, repr=False)  # derived from it: the xxh3 seed of `make_key`
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any], prefix: str = "cache") -> CacheSettings:
-        """Build settings from a parsed config table; raise ConfigError naming the first bad key."""
+    def from_table(
+        cls, table: Mapping[str, Any], prefix: str = "cache", env: Mapping[str, str] | None = None
+    ) -> CacheSettings:
+        """Build settings from a parsed config table; raise ConfigError naming the first bad key.
+
+        `env` supplies the `key_seed_env` variable (never echoed: it is a secret).
+        """
         if not isinstance(table, Mapping):
             raise ConfigError(f"{prefix}: expected a table, got {type(table).__name__}")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"key_seed"}
         for name in table:
             if name not in known:
                 raise ConfigError(f"{prefix}.{name}: unknown key (expected one of: {', '.join(sorted(known))})")
@@ -47,7 +55,18 @@ class CacheSettings:
             problem = _CHECKS[name](value)
             if problem is not None:
                 raise ConfigError(f"{prefix}.{name}: {problem}")
-        return cls(**table)
+        seed_env = table.get("key_seed_env")
+        if seed_env is None:
+            return cls(**table)
+        secret = (env or {}).get(seed_env, "")
+        if not secret:
+            raise ConfigError(f"{prefix}.key_seed_env: the environment variable {seed_env!r} is not set or empty")
+        return cls(**table, key_seed=seed_from_secret(secret))
+
+
+def seed_from_secret(secret: str) -> int:
+    """A 64-bit xxh3 seed from any secret string (its SHA-256's first 8 bytes): the whole secret counts."""
+    return int.from_bytes(hashlib.sha256(secret.encode("utf-8")).digest()[:8], "big")
 
 
 def _bool(value: Any) -> str | None:
@@ -82,4 +101,5 @@ _CHECKS = {
     "redis_url": _redis_url,
     "redis_timeout_ms": _positive_number,
     "policy": _policy,
+    "key_seed_env": lambda v: None if type(v) is str and v else "expected the name of an environment variable",
 }

@@ -178,7 +178,10 @@ class RouteSpec:
     def from_table(cls, table: Mapping[str, Any], where: str, providers: Mapping[str, int]) -> RouteSpec:
         """Validate one `[[models.routes]]` table; `providers` maps provider name -> id."""
         for key in table:
-            if key not in ("provider", "model", "input_per_mtok", "output_per_mtok", "weight"):
+            # The cache prices bill usage (proxy/prices.py, read by proxy/config.py); the router ranks
+            # routes by the input and output prices only.
+            if key not in ("provider", "model", "input_per_mtok", "output_per_mtok", "weight", "cached_input_per_mtok",
+                           "cache_write_per_mtok"):  # fmt: skip
                 raise ConfigError(f"{where}.{key}: unknown route setting")
         provider = table.get("provider")
         if not isinstance(provider, str) or provider not in providers:

@@ -209,7 +209,7 @@ def test_authenticate_is_a_digest_lookup() -> None:
     assert keys.authenticate(FAKE_KEY.encode() + b" ") == -1  # presented_key strips; authenticate does not
     assert keys.authenticate(b"") == -1
     assert (keys.missing, keys.invalid) == (1, 2)
-    assert keys.tenants == (b"team-a", b"team-b", b"")
+    assert keys.tenants == [b"team-a", b"team-b", b""]
     assert keys.names[1] == "team-b" and keys.names[-1] == ""
 
 

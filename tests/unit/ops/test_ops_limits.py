@@ -13,7 +13,7 @@ from proxy.limits import ADMITTED, BUDGET, NANO, RPM, TPM, Limits, cost_header, 
 
 
 def one(rpm: int = 0, tpm: int = 0, budget_nusd: int = 0, workers: int = 1) -> Limits:
-    return Limits([rpm], [tpm], [budget_nusd], workers)
+    return Limits.of([rpm], [tpm], [budget_nusd], workers)
 
 
 # -- requests per minute -------------------------------------------------------------------------
@@ -28,7 +28,7 @@ def test_rpm_burst_then_one_per_interval_exactly_at_the_boundary() -> None:
     assert not ok and why == RPM and wait == pytest.approx(0.25)
     assert lim.admit(0, 1.0) is ADMITTED  # exactly when the retry-after said
     assert lim.admit(0, 1.0) == (False, 1.0, RPM)
-    assert lim.refused_rpm[0] == 3 and lim.admitted[0] == 61
+    assert lim.states[0].refused_rpm == 3 and lim.states[0].admitted == 61
 
 
 def test_rpm_refusals_take_nothing() -> None:
@@ -126,7 +126,7 @@ def test_tpm_reserves_the_estimate_and_charge_settles_it() -> None:
     lim.charge(0, 0.0, 500, 500, 0, reserved=4000)  # used 1000 of the 4000 reserved: 3000 back
     assert lim.admit(0, 0.0, 3000)[0]
     assert not lim.admit(0, 0.0, 1)[0]
-    assert lim.tokens_in[0] == 500 and lim.tokens_out[0] == 500
+    assert lim.states[0].tokens_in == 500 and lim.states[0].tokens_out == 500
 
 
 def test_tpm_charge_above_the_estimate_puts_the_key_in_debt() -> None:
@@ -180,9 +180,9 @@ def test_budget_refuses_once_spent_and_for_good() -> None:
     assert lim.admit(0, 2.0) == (False, 0.0, BUDGET)
     assert lim.admit(0, 1e9) == (False, 0.0, BUDGET)
     lim.charge(0, 2.0, 0, 0, 250)  # one still in flight when it ran out: overshoot, counted
-    assert lim.spent[0] == 1_250
+    assert lim.states[0].spent == 1_250
     assert lim.remaining(0, 2.0) == (-1.0, -1.0, 0)
-    assert lim.refused_budget[0] == 2
+    assert lim.states[0].refused_budget == 2
 
 
 def test_budget_in_integers_does_not_drift() -> None:
@@ -193,11 +193,11 @@ def test_budget_in_integers_does_not_drift() -> None:
     for _ in range(6_249):
         lim.charge(0, 0.0, 7, 3, cost)
         float_sum += 1.6e-6
-    assert lim.spent[0] == NANO // 100 - 1_600
+    assert lim.states[0].spent == NANO // 100 - 1_600
     assert lim.admit(0, 0.0)[0]
     lim.charge(0, 0.0, 7, 3, cost)
     float_sum += 1.6e-6
-    assert lim.spent[0] == NANO // 100 and not lim.admit(0, 0.0)[0]  # exactly at the budget
+    assert lim.states[0].spent == NANO // 100 and not lim.admit(0, 0.0)[0]  # exactly at the budget
     assert float_sum != 0.01  # a float sum drifts (here 0.009999999999999043: "not yet")
 
 
@@ -205,18 +205,19 @@ def test_budget_in_integers_does_not_drift() -> None:
 
 
 def test_each_worker_enforces_its_share() -> None:
-    lim = Limits([600, 0], [0, 4000], [10 * NANO, 3], workers=4)
+    lim = Limits.of([600, 0], [0, 4000], [10 * NANO, 3], workers=4)
     n = 0
     while lim.admit(0, 0.0)[0]:
         n += 1
     assert n == 150
-    assert lim.budget == [10 * NANO // 4, 1]  # a tiny budget is not rounded down to "unlimited"
+    # each worker may spend its share of what is left (rounded up: a tiny budget is not rounded down to "spent")
+    assert [s.allowance for s in lim.states] == [10 * NANO // 4, 1]
     assert lim.admit(1, 0.0, 1000)[0]
     assert not lim.admit(1, 0.0, 1)[0]
 
 
 def test_no_limits_admits_everything() -> None:
-    lim = Limits([0, 0], [0, 0], [0, 0])
+    lim = Limits.of([0, 0], [0, 0], [0, 0])
     for i in range(1000):
         assert lim.admit(i % 2, 0.0, 10**9) is ADMITTED
     lim.charge(0, 0.0, 10**9, 10**9, 10**12)
@@ -225,7 +226,7 @@ def test_no_limits_admits_everything() -> None:
 
 
 def test_snapshot_and_repr() -> None:
-    lim = Limits([60], [600], [NANO])
+    lim = Limits.of([60], [600], [NANO])
     lim.admit(0, 0.0, 100)
     lim.charge(0, 0.0, 40, 60, 5000, 100)
     lim.admit(0, 0.0, 10)
@@ -238,9 +239,9 @@ def test_snapshot_and_repr() -> None:
 
 def test_bad_construction() -> None:
     with pytest.raises(ValueError):
-        Limits([1], [1, 2], [1])
+        Limits.of([1], [1, 2], [1])
     with pytest.raises(ValueError):
-        Limits([1], [1], [1], workers=0)
+        Limits.of([1], [1], [1], workers=0)
 
 
 # -- cost --------------------------------------------------------------------------------------------
