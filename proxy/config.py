@@ -55,6 +55,17 @@ class ServerSettings:
     hold_answer_bytes: int = 4 * 1024 * 1024  # non-streamed answers up to this are held whole and checked
     shutdown_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests (streams too) may finish
     forward_headers: tuple[bytes, ...] = (b"openai-organization", b"openai-project", b"openai-beta", b"anthropic-beta")
+    # TLS and HTTP/2 (proxy/tls.py, proxy/h2.py)
+    tls_cert_file: str | None = None  # with tls_key_file: serve TLS, ALPN h2 and http/1.1
+    tls_key_file: str | None = None
+    h2_max_concurrent_streams: int = 100
+    h2_max_header_list_size: int = 32 * 1024  # decoded header list, and the encoded block on the wire
+    h2_stream_buffer_bytes: int = 64 * 1024  # output held past a stream's window before its upstream pauses
+    h2_send_timeout_s: float = 60.0  # a stream whose output makes no progress this long is reset
+    h2_reset_rate: float = 100.0  # client stream resets per second, sustained...
+    h2_reset_burst: int = 200  # ...and in a burst, before GOAWAY (Rapid Reset)
+    h2_control_rate: float = 500.0  # SETTINGS, PING, WINDOW_UPDATE, PRIORITY and empty DATA frames per second...
+    h2_control_burst: int = 1000  # ...and in a burst, before GOAWAY
 
 
 @dataclass(slots=True, frozen=True)
@@ -270,7 +281,29 @@ def _server(t: dict[str, Any]) -> ServerSettings:
         hold_answer_bytes=_int(t, "hold_answer_bytes", where, defaults.hold_answer_bytes),
         shutdown_timeout_s=_seconds(t, "shutdown_timeout_s", where, defaults.shutdown_timeout_s),
         forward_headers=_header_names(t, "forward_headers", where, defaults.forward_headers),
+        **_tls_and_h2(t, where, defaults),
     )
+
+
+def _tls_and_h2(t: dict[str, Any], where: str, defaults: ServerSettings) -> dict[str, Any]:
+    cert, key = _str(t, "tls_cert_file", where), _str(t, "tls_key_file", where)
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{where}.tls_cert_file: tls_cert_file and tls_key_file go together")
+    for name, path in (("tls_cert_file", cert), ("tls_key_file", key)):
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{where}.{name}: no such file {path!r}")
+    return {
+        "tls_cert_file": cert,
+        "tls_key_file": key,
+        "h2_max_concurrent_streams": _int(t, "h2_max_concurrent_streams", where, defaults.h2_max_concurrent_streams),
+        "h2_max_header_list_size": _int(t, "h2_max_header_list_size", where, defaults.h2_max_header_list_size),
+        "h2_stream_buffer_bytes": _int(t, "h2_stream_buffer_bytes", where, defaults.h2_stream_buffer_bytes),
+        "h2_send_timeout_s": _seconds(t, "h2_send_timeout_s", where, defaults.h2_send_timeout_s),
+        "h2_reset_rate": _rate(t, "h2_reset_rate", where, defaults.h2_reset_rate),
+        "h2_reset_burst": _int(t, "h2_reset_burst", where, defaults.h2_reset_burst),
+        "h2_control_rate": _rate(t, "h2_control_rate", where, defaults.h2_control_rate),
+        "h2_control_burst": _int(t, "h2_control_burst", where, defaults.h2_control_burst),
+    }
 
 
 _PROVIDER_KEYS = {
@@ -467,6 +500,13 @@ def _seconds(t: dict[str, Any], key: str, where: str, default: float) -> float:
     value = _number(t, key, where, default)
     if value <= 0:
         raise ConfigError(f"{_join(where, key)}: expected a number of seconds > 0")
+    return value
+
+
+def _rate(t: dict[str, Any], key: str, where: str, default: float) -> float:
+    value = _number(t, key, where, default)
+    if value <= 0:
+        raise ConfigError(f"{_join(where, key)}: expected a rate per second > 0")
     return value
 
 
