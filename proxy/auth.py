@@ -207,6 +207,16 @@ def _key_settings(t: Mapping[str, Any], env: Mapping[str, str], where: str) -> K
     )
 
 
+def key_limits(t: Mapping[str, Any], where: str) -> tuple[int, int, int, str]:
+    """(rpm, tpm, budget_nusd, budget_period) from a table holding any of those keys; ConfigError names the bad one."""
+    return _limit(t, "rpm", where), _limit(t, "tpm", where), _budget(t, where), _period(t, where)
+
+
+def valid_name(name: object) -> bool:
+    """Whether `name` may name a gateway key (1-64 of letters, digits and . _ : @ -)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
 def _period(t: Mapping[str, Any], where: str) -> str:
     value = t.get("budget_period", "")
     if value != "" and value not in PERIODS:

@@ -40,7 +40,7 @@ def run(settings: Settings, workers: int, loop_kind: str, config_path: str | Non
     shared = SharedRoutes(workers, capacity=max(64, 2 * len(settings.routes)))
 
     def reload() -> Settings:
-        fresh = config.load(config_path)
+        fresh = config.with_workers(config.load(config_path), workers)  # each worker keeps its share of the limits
         return config.with_listen(fresh, listen) if listen else fresh
 
     children: dict[int, int] = {}

@@ -18,14 +18,14 @@ LAYERS: list[tuple[str, ...]] = [
     # pure: no I/O, no event loop
     ("proxy", "proxy.apis", "proxy.errors"),
     ("proxy.translate", "proxy.cache", "proxy.routing"),
-    ("proxy.wire", "proxy.body", "proxy.limits", "proxy.request_head", "proxy.model_list", "proxy.endpoints"),
+    ("proxy.wire", "proxy.body", "proxy.limits", "proxy.prices", "proxy.request_head", "proxy.model_list", "proxy.endpoints"),
     ("proxy.request", "proxy.response", "proxy.stats"),
     ("proxy.metrics",),
     # settings and records
     ("proxy.accesslog", "proxy.auth"),
     ("proxy.config",),
     # I/O below the request path
-    ("proxy.redis_tier", "proxy.shared"),
+    ("proxy.redis_tier", "proxy.shared", "proxy.ledger", "proxy.fleet", "proxy.keys_admin"),
     ("proxy.upstream",),
     ("proxy.pool",),
     ("proxy.generation", "proxy.response_cache"),
