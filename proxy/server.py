@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import signal
 import logging
+import signal
 import socket
 import time
 from collections.abc import Callable
 
 from proxy import config, relay
 from proxy.config import Settings
-from proxy.downstream import DownstreamProtocol
 from proxy.errors import ConfigError
 from proxy.gateway import GatewayState
 from proxy.shared import SharedRoutes
+from proxy.sniff import ClientProtocol
+from proxy.tls import ServerTLS, server_tls
 
 log = logging.getLogger("llm_edge")
 
@@ -29,16 +30,21 @@ class Gateway(GatewayState):
 
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, shared: SharedRoutes | None = None) -> None:
         super().__init__(settings, loop, relay, shared)  # type: ignore[arg-type]  # the module is the handler
+        self.tls: ServerTLS | None = None  # [server] tls_cert_file: the listener's TLS, reloaded on SIGHUP
 
     async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
         """Bind (or take `sock`) and start accepting; returns the bound address (useful with port 0)."""
         server_settings = self.settings.server
+        self.tls = server_tls(server_settings)
+        ssl = self.tls.listener if self.tls is not None else None
+        handshake = server_settings.header_timeout_s if ssl is not None else None
         if sock is not None:
-            self.server = await self.loop.create_server(lambda: DownstreamProtocol(self), sock=sock, backlog=4096)
+            self.server = await self.loop.create_server(lambda: ClientProtocol(self), sock=sock, backlog=4096, ssl=ssl,
+                                                        ssl_handshake_timeout=handshake)  # fmt: skip
         else:
             self.server = await self.loop.create_server(
-                lambda: DownstreamProtocol(self), server_settings.host, server_settings.port, reuse_address=True,
-                backlog=4096,
+                lambda: ClientProtocol(self), server_settings.host, server_settings.port, reuse_address=True,
+                backlog=4096, ssl=ssl, ssl_handshake_timeout=handshake,
             )  # fmt: skip
         sock = self.server.sockets[0]
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -139,6 +145,8 @@ def _reloader(gateway: Gateway, reload: Callable[[], Settings]) -> Callable[[], 
             log.warning("server.listen changed: it takes effect on restart; the rest is reloaded now")
             settings = config.with_listen(settings, f"{gateway.settings.server.host}:{gateway.settings.server.port}")
         gateway.reload(settings)
+        if gateway.tls is not None:
+            gateway.tls.reload(settings.server)  # new handshakes get the new certificate; a bad one is logged
         log.info("configuration reloaded from %s: %d model(s) over %d provider(s)", settings.source,
                  len(settings.models), len(settings.providers))  # fmt: skip
 

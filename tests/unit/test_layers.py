@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("proxy.accesslog", "proxy.auth"),
     ("proxy.config",),
     # I/O below the request path
-    ("proxy.redis_tier", "proxy.shared", "proxy.ledger", "proxy.fleet", "proxy.keys_admin"),
+    ("proxy.redis_tier", "proxy.shared", "proxy.ledger", "proxy.fleet", "proxy.keys_admin", "proxy.tls"),
     ("proxy.upstream",),
     ("proxy.pool",),
     ("proxy.generation", "proxy.response_cache"),
@@ -34,7 +34,8 @@ LAYERS: list[tuple[str, ...]] = [
     # the request path
     ("proxy.adapt", "proxy.caching", "proxy.admin"),
     ("proxy.pipeline",),
-    ("proxy.relay", "proxy.downstream"),
+    ("proxy.relay", "proxy.downstream", "proxy.h2"),
+    ("proxy.sniff",),
     # the process
     ("proxy.server",),
     ("proxy.workers",),
