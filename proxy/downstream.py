@@ -285,14 +285,14 @@ class DownstreamProtocol(asyncio.Protocol):
             raise errors.MalformedHTTPError("only origin-form request targets are accepted; this is not a forward proxy")
         ex.keep_alive = ex.keep_alive and parser.should_keep_alive()
         if version == "1.0":
-            ex.http10 = True
             ex.keep_alive = False  # its answer may have to be close-delimited
             ex.client = Http10Client(self)
         self.state = _BODY
         self.head_fed = 0
         if self.active is None:
             self._arm(self.loop.time() + self.limits.body_timeout_s)
-            self._continue(ex)
+            if ex.expect_continue:
+                self._continue(ex)
         # else: 100 Continue waits its turn, so it never lands inside another response (_next)
 
     def on_body(self, body: bytes) -> None:

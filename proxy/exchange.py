@@ -63,7 +63,7 @@ class Exchange:
 
     __slots__ = (
         # written by the client protocol, as it parses the request
-        "client", "method", "url", "keep_alive", "http10", "forward_headers", "body_parts", "body_size", "body",
+        "client", "method", "url", "keep_alive", "forward_headers", "body_parts", "body_size", "body",
         "content_length", "chunked", "upgrade", "header_bytes", "header_count", "host_count", "expect_continue",
         "cache_control", "cache_ttl", "anthropic_version", "anthropic_beta", "client_key", "request_id", "error",
         "t_start",
@@ -77,7 +77,7 @@ class Exchange:
         "follows_live",
         # written by the pipeline: the response
         "status", "clean", "tokens_in", "tokens_out", "cost_nusd", "head_sent", "chunked_out", "close_delimited",
-        "first_body", "tail", "tail_prev", "held", "held_size", "translation", "close_after", "done", "aborted",
+        "first_body", "tail", "tail_prev", "held", "held_size", "translation", "close_after", "done",
         "t_sent", "t_waited", "t_upstream", "t_relayed", "t_end",
     )  # fmt: skip
 
@@ -87,7 +87,6 @@ class Exchange:
         self.method = b""
         self.url = b""
         self.keep_alive = True
-        self.http10 = False  # an HTTP/1.0 client: no chunked framing in its answer
         self.forward_headers: list[bytes] = []
         self.body_parts: list[bytes] = []
         self.body_size = 0
@@ -167,7 +166,6 @@ class Exchange:
         self.translation: Any = None  # an `adapt.Translation` when the provider's API differs from the client's
         self.close_after = False
         self.done = False
-        self.aborted = False
         self.t_sent = 0.0
         self.t_waited = 0.0
         self.t_upstream = 0.0

@@ -274,7 +274,6 @@ def fail(ex: Exchange, exc: errors.GatewayError, conn: UpstreamProtocol | None =
 
 def abort(ex: Exchange) -> None:
     """The client went away: drop every upstream connection (never pooled) and finish."""
-    ex.aborted = True
     if ex.leader is not None:
         caching.drop_follower(ex)
     elif ex.upstream is not None and caching.live_followers(ex):
@@ -368,9 +367,10 @@ def _settle_attempts(ex: Exchange) -> None:
     if ex.hedge_route is not None:
         router.on_cancel(ex.hedge_route.id)
         ex.hedge_route = None
-    drop(ex.upstream)
-    drop(ex.hedge)
-    ex.upstream = ex.hedge = None
+    if ex.upstream is not None or ex.hedge is not None:
+        drop(ex.upstream)
+        drop(ex.hedge)
+        ex.upstream = ex.hedge = None
 
 
 def _leader_finished(ex: Exchange) -> None:

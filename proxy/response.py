@@ -9,6 +9,7 @@ pipeline decides what to do with the answers.
 from __future__ import annotations
 
 import math
+import re
 
 from proxy.apis import ANTHROPIC
 from proxy.wire import LAST_CHUNK, STATUS_LINE, anthropic_stream_error, chunk, openai_error_body
@@ -26,11 +27,11 @@ _CUT_SHORT = "the provider ended the stream before it was complete"
 # Response header lines that never reach the client: the upstream hop's own (RFC 9110 7.6.1),
 # and what belongs to the operator's account with the provider, not to the caller. The framing
 # headers (content-length, transfer-encoding) stay: the body is relayed with its framing.
-_PRIVATE = (
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"set-cookie",
-    b"openai-organization", b"openai-project", b"server", b"alt-svc", b"strict-transport-security",
-)  # fmt: skip
-_PRIVATE_LINES = tuple(b"\r\n" + name + b":" for name in _PRIVATE)
+# One regex pass over the lowered head: 14 `find`s per head cost twice as much (cProfile, bench.inproc).
+_PRIVATE = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|upgrade|set-cookie|openai-organization"
+    rb"|openai-project|server|alt-svc|strict-transport-security):[^\r]*"
+)
 
 
 def interim_heads_end(head: bytes) -> tuple[int, int]:
@@ -93,19 +94,29 @@ def content_length(lower: bytes) -> int:
 def public_head(head: bytes, lower: bytes) -> bytes:
     """`head` without the header lines that must not reach the client (`lower` is `head.lower()`),
     including any the provider's own `Connection:` field names as hop-by-hop."""
-    names = _PRIVATE_LINES
-    listed = header(lower, b"connection")
-    if listed:
-        extra = tuple(b"\r\n" + token.strip() + b":" for token in listed.split(b",") if token.strip())
-        names = names + extra
-    for name in names:
-        at = lower.find(name)
+    spans = [match.span() for match in _PRIVATE.finditer(lower)]
+    if not spans:
+        return head
+    listed = header(lower, b"connection") if b"\r\nconnection:" in lower else b""
+    if listed == b"keep-alive" or listed == b"close":
+        listed = b""  # what nearly every provider sends: it names no other header
+    if len(spans) == 2 and not listed:  # the usual case (server and connection): two slices, no sort
+        (a, b), (c, d) = spans
+        return b"".join((head[:a], head[b:c], head[d:]))
+    for token in listed.split(b",") if listed else ():
+        name = b"\r\n" + token.strip() + b":"
+        at = lower.find(name) if token.strip() else -1
         while at >= 0:
-            end = lower.find(b"\r\n", at + 2)
-            head = head[:at] + head[end:]
-            lower = lower[:at] + lower[end:]
-            at = lower.find(name, at)
-    return head
+            spans.append((at, lower.find(b"\r\n", at + 2)))
+            at = lower.find(name, at + 2)
+    out = []
+    at = 0
+    for start, end in sorted(spans):
+        if start >= at:
+            out.append(head[at:start])
+            at = end
+    out.append(head[at:])
+    return b"".join(out)
 
 
 def status_line(status: int) -> bytes:

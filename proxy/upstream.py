@@ -154,8 +154,22 @@ class UpstreamProtocol(asyncio.Protocol):
         try:
             if self.translation is not None:
                 self._decode(ex, data)
+                return
+            # The raw relay, inline: this runs once per upstream read.
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an invalid response"))
+                return
+            if self.head_done:
+                self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
+                self.handler.on_upstream_data(ex, data, self.message_done)
             else:
-                self._relay(ex, data)
+                if not self.head:
+                    self.t_first = perf_counter()
+                self._on_head_bytes(ex, data)
+            if self.message_done and self.ex is ex:
+                self._complete(reusable=self.keep_alive)
         except Exception as exc:  # a boundary: whatever went wrong above, the exchange still ends
             self._crashed(ex, exc)
 
@@ -259,22 +273,6 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # internal
 
-    def _relay(self, ex: Any, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an invalid response"))
-            return
-        if self.head_done:
-            self.deadline = min(self.loop.time() + self.pool.provider.stream_idle_timeout_s, self.total_deadline)
-            self.handler.on_upstream_data(ex, data, self.message_done)
-        else:
-            if not self.head:
-                self.t_first = perf_counter()
-            self._on_head_bytes(ex, data)
-        if self.message_done and self.ex is ex:
-            self._complete(reusable=self.keep_alive)
-
     def _crashed(self, ex: Any, exc: BaseException) -> None:
         self.ex = None
         self.deadline = INF
@@ -326,7 +324,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def _on_head_bytes(self, ex: Any, data: bytes) -> None:
         head = self.head + data if self.head else data
-        start, interim = response.interim_heads_end(head)
+        start, interim = response.interim_heads_end(head) if head[9:10] == b"1" else (0, 0)
         end = head.find(_END_OF_HEAD, start) if start >= 0 else -1
         if self.status < 200 or end < 0:  # the parser has not seen the whole final head yet
             if len(head) - max(start, 0) > self.max_head_bytes or interim > response.MAX_INTERIM_HEADS:
@@ -335,7 +333,9 @@ class UpstreamProtocol(asyncio.Protocol):
             self.head = head
             return
         end += 4
-        problem = response.head_problem(self.status, end - start, interim, self.max_head_bytes)
+        problem = None
+        if interim or end - start > self.max_head_bytes or not 200 <= self.status <= 599:
+            problem = response.head_problem(self.status, end - start, interim, self.max_head_bytes)
         if problem is not None:  # bounded however the bytes arrived: in pieces or in one read
             self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r}: {problem}"))
             return

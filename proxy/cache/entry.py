@@ -69,7 +69,7 @@ class CacheEntry:
         return self.sse_usage_body if include_usage else self.sse_body
 
     def verify(self) -> bool:
-        """Check an entry stored unverified (see `unverified_entry`); True if it may be served."""
+        """Check an entry stored unverified (one not checked when it was stored); True if it may be served."""
         if not self.verified:
             try:
                 self.verified = is_cacheable_answer(self.fmt, loads(self.json_body))
@@ -102,7 +102,10 @@ def is_cacheable_answer(fmt: bytes, obj: Any) -> bool:
         choices = obj.get("choices")
         if obj.get("object") != "chat.completion" or type(choices) is not list or not choices:
             return False
-        return all(type(c) is dict and c.get("finish_reason") in OPENAI_FINISH_OK for c in choices)
+        for c in choices:  # a loop, not all() over a generator: this runs on every stored answer
+            if type(c) is not dict or c.get("finish_reason") not in OPENAI_FINISH_OK:
+                return False
+        return True
     if fmt == ANTHROPIC_MESSAGES:
         return (
             obj.get("type") == "message"
@@ -137,17 +140,6 @@ def entry_from_json(fmt: bytes, status: int, body: bytes) -> CacheEntry | None:
     except JSONDecodeError:
         return None
     return entry_from_answer(fmt, obj, body)  # the provider's own bytes: no re-encoding
-
-
-def unverified_entry(fmt: bytes, status: int, body: bytes) -> CacheEntry | None:
-    """An entry for a non-streamed answer, checked only when first served (`CacheEntry.verify`).
-
-    Most stored answers are never asked for again; parsing and checking each one as it is stored
-    cost the miss path a JSON parse per request. A bad answer is then found, and dropped, on its
-    first lookup, before anyone is served from it."""
-    if not 200 <= status < 300 or body[:1] != b"{":
-        return None
-    return CacheEntry(fmt, body, verified=False)
 
 
 def entry_from_sse(fmt: bytes, status: int, raw: bytes) -> CacheEntry | None:

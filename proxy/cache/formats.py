@@ -9,6 +9,5 @@ OPENAI_CHAT = b"openai.chat"  # POST /v1/chat/completions
 ANTHROPIC_MESSAGES = b"anthropic.messages"  # POST /v1/messages
 OPENAI_EMBEDDINGS = b"openai.embeddings"  # POST /v1/embeddings (never streamed)
 
-# Formats whose answers can be replayed as SSE.
-STREAMABLE = frozenset((OPENAI_CHAT, ANTHROPIC_MESSAGES))
+# Every format the cache knows.
 KNOWN = frozenset((OPENAI_CHAT, ANTHROPIC_MESSAGES, OPENAI_EMBEDDINGS))

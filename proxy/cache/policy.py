@@ -24,7 +24,6 @@ from proxy.cache.formats import OPENAI_EMBEDDINGS
 from proxy.cache.settings import POLICY_MODES, CacheSettings
 from proxy.errors import ConfigError
 
-TTL_HEADER = b"x-llm-edge-cache-ttl"
 _MAX_DELTA_SECONDS = 2**31  # RFC 9111 5.2: larger delta-seconds values are clamped to this
 
 
