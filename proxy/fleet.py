@@ -21,8 +21,10 @@ Precision, worst case, with P live processes:
   holds unused capacity, for at most one refresh. Token counts beyond the estimate are owed,
   and taken from the bucket at the next refresh: the bucket can overshoot by one refresh's
   worth of under-estimated tokens.
-- budgets: spend beyond the budget is at most what was in flight when it ran out (as for one
-  process), plus the rounding-up of each share (< P nano-dollars).
+- budgets: each process holds a lease of the budget, its share of what neither the spend nor
+  the other processes' live leases hold, so spend beyond the budget is at most each process's
+  last request admitted inside its lease (and what was in flight when it ran out). A killed
+  process's lease lapses after LEASE_TTL_S; until then it is not available to the others.
 - a lost reply (timeout after Redis ran the script) counts that refresh's spend twice: errs
   on the side of refusing.
 
@@ -46,11 +48,13 @@ log = logging.getLogger("llm_edge.limits")
 
 POLL_S = 0.1  # how often a starved lease is noticed and refilled early
 PROCESS_TTL_S = 5  # a process not seen for this long no longer counts as live
+LEASE_TTL_S = 10  # a budget lease not renewed for this long lapses (a killed gateway's, for instance)
 PREFIX = "llm-edge:"
 
-# KEYS: 1 = the key's buckets (hash), 2 = the period's spend (string), 3 = the live processes (zset)
+# KEYS: 1 = the key's buckets (hash), 2 = the period's spend (string), 3 = the live processes (zset),
+#       4 = the period's budget leases (hash: process -> "amount:time")
 # ARGV: 1 process id, 2 rpm, 3 tpm, 4 give_req, 5 give_tok, 6 want_req, 7 want_tok, 8 spend delta,
-#       9 token debt, 10 spend TTL (0: none)
+#       9 token debt, 10 spend TTL (0: none), 11 budget (nano-dollars, 0: none)
 LEASE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -81,8 +85,28 @@ local gtok, wtok = lease('tok', tpm, tonumber(ARGV[5]), tonumber(ARGV[7]), tonum
 if rpm > 0 or tpm > 0 then redis.call('EXPIRE', KEYS[1], 120) end
 local spent = redis.call('INCRBY', KEYS[2], ARGV[8])
 if tonumber(ARGV[10]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[10]) end
-return {greq, tostring(wreq), gtok, tostring(wtok), spent, live}
-""" % PROCESS_TTL_S
+local budget = tonumber(ARGV[11])
+local blease = 0
+if budget > 0 then
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  local all = redis.call('HGETALL', KEYS[4])
+  local others = 0
+  for i = 1, #all, 2 do
+    local v = all[i + 1]
+    local sep = string.find(v, ':', 1, true)
+    if sep == nil or tonumber(string.sub(v, sep + 1)) < now - %d then
+      redis.call('HDEL', KEYS[4], all[i])
+    else
+      others = others + tonumber(string.sub(v, 1, sep - 1))
+    end
+  end
+  local free = budget - spent - others
+  if free > 0 then blease = math.ceil(free / live) end
+  redis.call('HSET', KEYS[4], ARGV[1], string.format('%%.0f:%%.6f', blease, now))
+  redis.call('EXPIRE', KEYS[4], 60)
+end
+return {greq, tostring(wreq), gtok, tostring(wtok), spent, live, string.format('%%.0f', blease)}
+""" % (PROCESS_TTL_S, LEASE_TTL_S)
 
 
 class Fleet:
@@ -123,6 +147,13 @@ class Fleet:
         self.wall = wall
         if self._task is None:
             self._task = self.loop.create_task(self._refresh())
+
+    async def refresh(self, wall: float) -> None:
+        """One refresh, awaited (start-up, tests); a refresh already running is awaited instead."""
+        self.wall = wall
+        if self._task is None:
+            self._task = self.loop.create_task(self._refresh())
+        await asyncio.shield(self._task)
 
     async def close(self) -> None:
         if self._poll_handle is not None:
@@ -172,14 +203,15 @@ class Fleet:
             delta = spent_here - mark if period == s.period_start else spent_here
             end = period_end(s.period, s.period_start)
             ttl = max(int(end - self.wall) + 86_400, 60) if end else 0  # a day past the period's end
-            keys = [f"{PREFIX}limit:{s.name}", f"{PREFIX}spend:{s.name}:{s.period_start}", f"{PREFIX}processes"]
-            args = [self.process, s.rpm, s.tpm, give_req, give_tok, want_req, want_tok, delta, debt, ttl]
+            keys = [f"{PREFIX}limit:{s.name}", f"{PREFIX}spend:{s.name}:{s.period_start}", f"{PREFIX}processes",
+                    f"{PREFIX}lease:{s.name}:{s.period_start}"]  # fmt: skip
+            args = [self.process, s.rpm, s.tpm, give_req, give_tok, want_req, want_tok, delta, debt, ttl, s.budget]
             await self.script(keys=keys, args=args, client=pipe)
             sent.append((s, give_req, give_tok, debt, spent_here, want_tok))
         replies = await pipe.execute()
         self.refreshes += 1
         for (s, give_req, give_tok, debt, spent_here, want_tok), reply in zip(sent, replies):
-            grant_req, wait_req, grant_tok, wait_tok, total, live = reply
+            grant_req, wait_req, grant_tok, wait_tok, total, live, budget_lease = reply
             self.live = int(live)
             # what was given back is gone from the local lease; what was spent meanwhile stays spent
             s.lease_req = s.lease_req - give_req + int(grant_req) if s.leased else float(grant_req)
@@ -193,7 +225,7 @@ class Fleet:
             if s.share != self.live:
                 s.set_share(self.live)
             if s.budget:
-                s.sync(int(total), spent_here)
+                s.lease(int(total), spent_here, int(budget_lease))
             s.leased = True
             if s.gate == GATE_CLOSED:
                 s.gate = OPEN

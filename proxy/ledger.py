@@ -22,12 +22,15 @@ when it comes back. A deleted run-time key keeps its row with `gate = 2`.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from typing import Any
 
 from proxy.limits import Accounts, KeyState, period_start
 
 log = logging.getLogger("llm_edge.ledger")
+
+LEASE_TTL_S = 10.0  # a budget lease not renewed for this long lapses (a process renews its own every tick)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
@@ -37,6 +40,10 @@ CREATE TABLE IF NOT EXISTS spend (
     refused_budget INTEGER NOT NULL DEFAULT 0, refused_disabled INTEGER NOT NULL DEFAULT 0,
     estimated INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (name, period_start)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT NOT NULL, period_start INTEGER NOT NULL, owner TEXT NOT NULL, pid INTEGER NOT NULL,
+    amount INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (name, period_start, owner)
 );
 CREATE TABLE IF NOT EXISTS keys (
     name TEXT PRIMARY KEY, digest BLOB NOT NULL, rpm INTEGER NOT NULL, tpm INTEGER NOT NULL,
@@ -89,6 +96,8 @@ class Ledger:
         self._loaded: dict[str, int] = {}  # key name -> the period whose row was read into its state
         self._keys_version = accounts.version  # run-time keys as last written
         self._data_version = -1  # PRAGMA data_version as last read: another connection wrote when it changes
+        self.pid = os.getpid()  # a lease whose process is gone lapses at once
+        self.owner = f"{self.pid}:{os.urandom(4).hex()}"  # whose budget leases are whose (workers share the file)
         try:
             self.db = sqlite3.connect(path or ":memory:", timeout=0.1, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -105,36 +114,19 @@ class Ledger:
     def load(self, wall: float) -> None:
         """Read the run-time keys into `accounts`, then each known key's spend in its current period."""
         try:
-            self._pull_keys()
-            for state in list(self.accounts.by_name.values()):
-                self._attach(state, wall)
+            self._flush(wall)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read the ledger {self.path}: {exc}") from None
 
     # -- the tick --------------------------------------------------------------------------------
 
     def flush(self, wall: float) -> bool:
-        """Write what changed since the last flush, roll periods, read back budgets. False if SQLite failed.
+        """Write what changed since the last flush, roll periods, lease budgets. False if SQLite failed.
 
         On failure nothing is lost: the same changes are written by the next flush that succeeds.
         """
-        accounts = self.accounts
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                if accounts.version != self._keys_version:
-                    self._push_keys(wall)
-                written = self._write(wall)
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self._commit_marks(written)
-            self._pull_keys()
-            for state in list(accounts.by_name.values()):
-                self._attach(state, wall)
-                if self.sync_budgets and state.budget:
-                    state.sync(self._total(state.name, state.period_start), state.spent_here)
+            self._flush(wall)
         except sqlite3.Error as exc:
             self.failures += 1
             if not self._failing:
@@ -147,9 +139,74 @@ class Ledger:
         self.flushes += 1
         return True
 
+    def _flush(self, wall: float) -> None:
+        """One transaction: changes in, run-time keys both ways, each key's period and budget lease out.
+
+        The state is only touched once the commit is done (a failed flush leaves it as it was). The
+        whole flush runs on the loop's thread, so nothing is charged between the write and the apply.
+        """
+        accounts, db = self.accounts, self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if accounts.version != self._keys_version:
+                self._push_keys(wall)
+            marks = self._write(wall)
+            self._pull_keys()
+            plan = []
+            for state in list(accounts.by_name.values()):
+                start = period_start(state.period, wall)
+                attach = self._loaded.get(state.name) != start or state.period_start != start
+                leasing = self.sync_budgets and state.budget > 0
+                total = self._total(state.name, start) if attach or leasing else 0
+                lease = self._claim(state, start, total, wall) if leasing else -1
+                plan.append((state, start, attach, total, lease))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        for name, mark in marks:
+            self._marks[name] = mark
+        for state, start, attach, total, lease in plan:
+            if attach:  # a start, a new key, a new period: the file's total is the whole story
+                state.start_period(start, total)
+                self._marks[state.name] = [start, 0, *(getattr(state, f) for f in _COUNTERS)]
+                self._loaded[state.name] = start
+            if lease >= 0:
+                state.lease(total, state.spent_here, lease)
+
+    def _claim(self, state: KeyState, start: int, total: int, wall: float) -> int:
+        """This process's new lease of the key's budget: its share of what neither spend nor the other
+        processes' live leases hold. Leases of processes that are gone (or silent for LEASE_TTL_S) lapse.
+        One process alone (no `--workers`) owns the file: its lease is all that is left, exactly."""
+        share = self.accounts.workers
+        if share <= 1:
+            return max(state.budget - total, 0)
+        db = self.db
+        others = 0
+        for owner, pid, amount, updated in db.execute(
+            "SELECT owner, pid, amount, updated FROM leases WHERE name = ? AND period_start = ?", (state.name, start)
+        ).fetchall():
+            if owner == self.owner:
+                continue
+            if updated < wall - LEASE_TTL_S or not _alive(pid):
+                db.execute("DELETE FROM leases WHERE name = ? AND period_start = ? AND owner = ?",
+                           (state.name, start, owner))  # fmt: skip
+                continue
+            others += amount
+        free = state.budget - total - others
+        amount = -(-free // share) if free > 0 else 0  # rounded up: < `share` nano-dollars over, at most
+        db.execute("INSERT OR REPLACE INTO leases (name, period_start, owner, pid, amount, updated)"
+                   " VALUES (?,?,?,?,?,?)", (state.name, start, self.owner, self.pid, amount, wall))  # fmt: skip
+        return amount
+
     def close(self, wall: float) -> None:
-        """A last flush, then close the file."""
+        """A last flush, give this process's budget leases back, then close the file."""
         self.flush(wall)
+        try:
+            self.db.execute("DELETE FROM leases WHERE owner = ?", (self.owner,))
+        except sqlite3.Error:
+            pass  # they lapse by themselves
         self.db.close()
 
     # -- reads for /admin/ -----------------------------------------------------------------------
@@ -189,21 +246,6 @@ class Ledger:
         if rows:
             self.db.executemany(_UPSERT, rows)
         return new_marks
-
-    def _commit_marks(self, marks: list[tuple[str, list[int]]]) -> None:
-        for name, mark in marks:
-            self._marks[name] = mark
-
-    def _attach(self, state: KeyState, wall: float) -> None:
-        """Make sure `state` holds its current period's spend from the file (every process's)."""
-        start = period_start(state.period, wall)
-        if self._loaded.get(state.name) == start and state.period_start == start:
-            return
-        # First sight of the key in this period (a start, a new key, a new period): everything this
-        # process charged was written by `_write` just before, so the file's total is the whole story.
-        state.start_period(start, self._total(state.name, start))
-        self._marks[state.name] = [start, 0, *(getattr(state, f) for f in _COUNTERS)]
-        self._loaded[state.name] = start
 
     def _total(self, name: str, start: int) -> int:
         row = self.db.execute("SELECT spent_nusd FROM spend WHERE name = ? AND period_start = ?", (name, start))
@@ -247,3 +289,14 @@ class Ledger:
         if changed:  # deleted keys stay in `accounts` with their gate; `Keys` drops them from its lookup
             accounts.version += 1
             self._keys_version = accounts.version
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` (on this machine: the file is local) still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -254,6 +254,13 @@ class KeyState:
         left = self.budget - total
         self.allowance = -(-left // self.share) if left > 0 else 0  # rounded up: a tiny budget is not "spent"
 
+    def lease(self, total: int, mark: int, amount: int) -> None:
+        """A ledger or fleet sync that leased this process `amount` of the budget: it may spend that much
+        after `mark` (its own spend included in `total`) before the next sync."""
+        self.synced = total
+        self.base = mark
+        self.allowance = amount
+
     def start_period(self, start: int, spent: int = 0) -> None:
         """A new budget period began at `start` (Unix seconds) with `spent` already in it."""
         self.period_start = start
