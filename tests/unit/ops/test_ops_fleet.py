@@ -107,8 +107,8 @@ def test_four_processes_never_admit_more_than_the_fleet_limit(redis: RedisServer
     assert all(keys.states[0].share == 4 for _, keys in procs)  # four live processes counted
 
 
-def test_an_empty_lease_refuses_with_a_short_retry_and_is_refilled_early(redis: RedisServer,
-                                                                        loop: asyncio.AbstractEventLoop) -> None:  # fmt: skip
+def test_an_empty_lease_refuses_briefly_and_is_refilled_early(redis: RedisServer,
+                                                              loop: asyncio.AbstractEventLoop) -> None:  # fmt: skip
     fleet, keys = process(loop, redis.url, {"rpm": 600}, lease_fraction=0.01)  # leases of 6
 
     async def run() -> None:
