@@ -102,6 +102,56 @@ def gateway_uv(io_uv: LoopThread) -> Iterator[GatewayFactory]:
     yield from _gateway_factory(io_uv)
 
 
+class SDKClients:
+    """The official SDKs' clients over one client protocol: HTTP/1.1, or HTTP/2 with prior knowledge
+    (httpx's own h2 engine, as `http2=True` users get it). Every response is checked to have come
+    over that protocol."""
+
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+        self.versions: list[str] = []
+        self.http_clients: list[Any] = []
+
+    def _http_client(self, timeout: Any = None) -> Any:
+        if self.protocol == "http/1.1":
+            return None  # the SDK's own default client
+        import httpx2
+
+        def record(response: Any) -> None:
+            self.versions.append(response.http_version)
+
+        options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        client = httpx2.Client(http1=False, http2=True, event_hooks={"response": [record]}, **options)
+        self.http_clients.append(client)
+        return client
+
+    def openai(self, base_url: str, **kwargs: Any) -> Any:
+        import openai
+
+        http_client = self._http_client(kwargs.get("timeout"))
+        return openai.OpenAI(base_url=base_url, **kwargs, **({"http_client": http_client} if http_client else {}))
+
+    def anthropic(self, base_url: str, **kwargs: Any) -> Any:
+        import anthropic
+
+        http_client = self._http_client(kwargs.get("timeout"))
+        return anthropic.Anthropic(base_url=base_url, **kwargs, **({"http_client": http_client} if http_client else {}))
+
+    def close(self) -> None:
+        for client in self.http_clients:
+            client.close()
+        if self.protocol == "h2":
+            assert set(self.versions) <= {"HTTP/2"}, f"an SDK request did not go over h2: {self.versions}"
+
+
+@pytest.fixture(params=["http/1.1", "h2"])
+def client_protocol(request: pytest.FixtureRequest) -> Iterator[SDKClients]:
+    """SDK clients over HTTP/1.1 or HTTP/2: the end-to-end API tests run over both."""
+    clients = SDKClients(request.param)
+    yield clients
+    clients.close()
+
+
 def provider(name: str, server: MockServer, kind: str = "local", **extra: Any) -> dict[str, Any]:
     """A `[[providers]]` table pointing at a mock."""
     scheme = "https" if server.ssl else "http"

@@ -9,7 +9,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.e2e.conftest import GatewayFactory, MockFactory, provider
+from tests.e2e.conftest import GatewayFactory, MockFactory, SDKClients, provider
 
 KEY = "sk-gateway-client"
 SYSTEM = "You answer in one short sentence."
@@ -51,9 +51,11 @@ def route_row(gw: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("upstream", ["openai", "anthropic", "local"])
-def test_openai_sdk_chat_and_stream(mock_uv: MockFactory, gateway_uv: GatewayFactory, upstream: str) -> None:
+def test_openai_sdk_chat_and_stream(
+    mock_uv: MockFactory, gateway_uv: GatewayFactory, client_protocol: SDKClients, upstream: str
+) -> None:
     _, gw = start(mock_uv, gateway_uv, upstream)
-    sdk = openai.OpenAI(base_url=gw.openai_base, api_key=KEY, max_retries=0)
+    sdk = client_protocol.openai(gw.openai_base, api_key=KEY, max_retries=0)
     messages: Any = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Tell me about Paris"}]
     answer = sdk.chat.completions.create(model="m", messages=messages, max_tokens=50)
     text = answer.choices[0].message.content
@@ -78,9 +80,11 @@ def test_openai_sdk_chat_and_stream(mock_uv: MockFactory, gateway_uv: GatewayFac
 
 
 @pytest.mark.parametrize("upstream", ["openai", "anthropic", "local"])
-def test_openai_sdk_tool_call_round_trip(mock_uv: MockFactory, gateway_uv: GatewayFactory, upstream: str) -> None:
+def test_openai_sdk_tool_call_round_trip(
+    mock_uv: MockFactory, gateway_uv: GatewayFactory, client_protocol: SDKClients, upstream: str
+) -> None:
     _, gw = start(mock_uv, gateway_uv, upstream)
-    sdk = openai.OpenAI(base_url=gw.openai_base, api_key=KEY, max_retries=0)
+    sdk = client_protocol.openai(gw.openai_base, api_key=KEY, max_retries=0)
     messages: Any = [{"role": "user", "content": "What is the weather in Lyon?"}]
     first = sdk.chat.completions.create(model="m", messages=messages, tools=[WEATHER_TOOL_OPENAI], max_tokens=100)
     choice = first.choices[0]
@@ -107,9 +111,11 @@ def test_openai_sdk_tool_call_round_trip(mock_uv: MockFactory, gateway_uv: Gatew
 
 
 @pytest.mark.parametrize("upstream", ["openai", "anthropic", "local"])
-def test_openai_sdk_upstream_errors_are_typed(mock_uv: MockFactory, gateway_uv: GatewayFactory, upstream: str) -> None:
+def test_openai_sdk_upstream_errors_are_typed(
+    mock_uv: MockFactory, gateway_uv: GatewayFactory, client_protocol: SDKClients, upstream: str
+) -> None:
     server, gw = start(mock_uv, gateway_uv, upstream, error_rate=1.0, error_status=400, retry_after=2)
-    sdk = openai.OpenAI(base_url=gw.openai_base, api_key=KEY, max_retries=0)
+    sdk = client_protocol.openai(gw.openai_base, api_key=KEY, max_retries=0)
     with pytest.raises(openai.BadRequestError) as bad:
         sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], max_tokens=5)
     assert bad.value.status_code == 400
@@ -128,9 +134,11 @@ def test_openai_sdk_upstream_errors_are_typed(mock_uv: MockFactory, gateway_uv: 
     assert server.requests == seen + 1
 
 
-def test_untranslatable_parameters_are_refused(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+def test_untranslatable_parameters_are_refused(
+    mock_uv: MockFactory, gateway_uv: GatewayFactory, client_protocol: SDKClients
+) -> None:
     server, gw = start(mock_uv, gateway_uv, "anthropic")
-    sdk = openai.OpenAI(base_url=gw.openai_base, api_key=KEY, max_retries=0)
+    sdk = client_protocol.openai(gw.openai_base, api_key=KEY, max_retries=0)
     with pytest.raises(openai.BadRequestError) as info:
         sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], n=2)
     assert "n" in str(info.value.body)
@@ -140,19 +148,19 @@ def test_untranslatable_parameters_are_refused(mock_uv: MockFactory, gateway_uv:
 # The Anthropic SDK: against an Anthropic and an OpenAI provider
 
 
-def anthropic_client(gw: Any, **kwargs: Any) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0, **kwargs)
+def anthropic_client(clients: SDKClients, gw: Any, **kwargs: Any) -> anthropic.Anthropic:
+    return clients.anthropic(gw.url, api_key=KEY, max_retries=0, **kwargs)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("upstream", ["anthropic", "openai"])
 @pytest.mark.parametrize("legacy_auth", [False, True])
 def test_anthropic_sdk_messages_and_stream(
-    mock_uv: MockFactory, gateway_uv: GatewayFactory, upstream: str, legacy_auth: bool
+    mock_uv: MockFactory, gateway_uv: GatewayFactory, client_protocol: SDKClients, upstream: str, legacy_auth: bool
 ) -> None:
     _, gw = start(mock_uv, gateway_uv, upstream)
     # anthropic 2.x sends Authorization: Bearer with 2026-10-21; older clients x-api-key with 2023-06-01.
     headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"} if legacy_auth else {}
-    sdk = anthropic_client(gw, default_headers=headers)
+    sdk = anthropic_client(client_protocol, gw, default_headers=headers)
     message = sdk.messages.create(
         model="m", max_tokens=64, system=SYSTEM, messages=[{"role": "user", "content": "Tell me about Rome"}]
     )
@@ -179,9 +187,11 @@ def test_anthropic_sdk_messages_and_stream(
 
 
 @pytest.mark.parametrize("upstream", ["anthropic", "openai"])
-def test_anthropic_sdk_tool_call_round_trip(mock_uv: MockFactory, gateway_uv: GatewayFactory, upstream: str) -> None:
+def test_anthropic_sdk_tool_call_round_trip(
+    mock_uv: MockFactory, gateway_uv: GatewayFactory, client_protocol: SDKClients, upstream: str
+) -> None:
     _, gw = start(mock_uv, gateway_uv, upstream)
-    sdk = anthropic_client(gw)
+    sdk = anthropic_client(client_protocol, gw)
     messages: Any = [{"role": "user", "content": "What is the weather in Lyon?"}]
     first = sdk.messages.create(model="m", max_tokens=100, tools=[WEATHER_TOOL_ANTHROPIC], messages=messages)
     assert first.stop_reason == "tool_use"
@@ -201,9 +211,11 @@ def test_anthropic_sdk_tool_call_round_trip(mock_uv: MockFactory, gateway_uv: Ga
 
 
 @pytest.mark.parametrize("upstream", ["anthropic", "openai"])
-def test_anthropic_sdk_upstream_errors_are_typed(mock_uv: MockFactory, gateway_uv: GatewayFactory, upstream: str) -> None:
+def test_anthropic_sdk_upstream_errors_are_typed(
+    mock_uv: MockFactory, gateway_uv: GatewayFactory, client_protocol: SDKClients, upstream: str
+) -> None:
     server, gw = start(mock_uv, gateway_uv, upstream, error_rate=1.0, error_status=400, retry_after=2)
-    sdk = anthropic_client(gw)
+    sdk = anthropic_client(client_protocol, gw)
     with pytest.raises(anthropic.BadRequestError) as bad:
         sdk.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert bad.value.status_code == 400
@@ -214,23 +226,29 @@ def test_anthropic_sdk_upstream_errors_are_typed(mock_uv: MockFactory, gateway_u
     assert limited.value.status_code == 429
 
 
-def test_anthropic_sdk_gateway_errors_are_in_anthropic_shape(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+def test_anthropic_sdk_gateway_errors_are_in_anthropic_shape(
+    mock_uv: MockFactory, gateway_uv: GatewayFactory, client_protocol: SDKClients
+) -> None:
     _, gw = start(mock_uv, gateway_uv, "anthropic")
     with pytest.raises(anthropic.NotFoundError) as info:
-        anthropic_client(gw).messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        anthropic_client(client_protocol, gw).messages.create(
+            model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
     assert info.value.body["error"]["type"] == "not_found_error"
 
 
-def test_models_list_in_each_sdk_shape(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+def test_models_list_in_each_sdk_shape(
+    mock_uv: MockFactory, gateway_uv: GatewayFactory, client_protocol: SDKClients
+) -> None:
     _, gw = start(mock_uv, gateway_uv, "anthropic")
-    assert [m.id for m in openai.OpenAI(base_url=gw.openai_base, api_key=KEY).models.list()] == ["m"]
-    page = anthropic_client(gw).models.list()
+    assert [m.id for m in client_protocol.openai(gw.openai_base, api_key=KEY).models.list()] == ["m"]
+    page = anthropic_client(client_protocol, gw).models.list()
     assert [m.id for m in page.data] == ["m"] and page.data[0].type == "model"
 
 
-def test_embeddings_pass_through(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+def test_embeddings_pass_through(mock_uv: MockFactory, gateway_uv: GatewayFactory, client_protocol: SDKClients) -> None:
     _, gw = start(mock_uv, gateway_uv, "openai")
-    result = openai.OpenAI(base_url=gw.openai_base, api_key=KEY, max_retries=0).embeddings.create(
+    result = client_protocol.openai(gw.openai_base, api_key=KEY, max_retries=0).embeddings.create(
         model="m", input=["hello", "world"]
     )
     assert len(result.data) == 2 and len(result.data[0].embedding) > 0

@@ -14,15 +14,16 @@ import orjson
 import pytest
 import trustme
 
-from tests.e2e.conftest import GatewayFactory, MockFactory, one_model, provider
+from tests.e2e.conftest import GatewayFactory, MockFactory, SDKClients, one_model, provider
 from tests.harness import raw_exchange, wait_for
 
 CLIENT_KEY = "sk-client-key-not-for-upstream"
 PROVIDER_KEY = "sk-provider-SECRET-123"
 
 
-def client(gw, **kwargs) -> openai.OpenAI:  # type: ignore[no-untyped-def]
-    return openai.OpenAI(base_url=gw.openai_base, api_key=CLIENT_KEY, max_retries=0, **kwargs)
+def client(gw, protocol: SDKClients, **kwargs) -> openai.OpenAI:  # type: ignore[no-untyped-def]
+    """An OpenAI SDK client over `protocol` (the `client_protocol` fixture: HTTP/1.1 or h2)."""
+    return protocol.openai(gw.openai_base, api_key=CLIENT_KEY, max_retries=0, **kwargs)  # type: ignore[no-any-return]
 
 
 def post_bytes(body: dict | bytes, path: bytes = b"/v1/chat/completions", extra: bytes = b"") -> bytes:
@@ -67,10 +68,12 @@ class Responses:
 # Chat through the official SDK
 
 
-def test_openai_sdk_non_streamed_and_streamed(mock: MockFactory, gateway: GatewayFactory) -> None:
+def test_openai_sdk_non_streamed_and_streamed(
+    mock: MockFactory, gateway: GatewayFactory, client_protocol: SDKClients
+) -> None:
     upstream = mock(require_key=PROVIDER_KEY)
     gw = gateway(one_model(provider("local", upstream, kind="openai", api_key=PROVIDER_KEY)))
-    sdk = client(gw)
+    sdk = client(gw, client_protocol)
     answer = sdk.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hello there"}])
     assert answer.choices[0].message.content
     assert answer.usage is not None and answer.usage.total_tokens > 0
@@ -96,10 +99,11 @@ def test_openai_sdk_non_streamed_and_streamed(mock: MockFactory, gateway: Gatewa
     assert orjson.loads(seen.body)["model"] == "local-upstream-model"
 
 
-def test_response_headers_and_stats(mock: MockFactory, gateway: GatewayFactory) -> None:
+def test_response_headers_and_stats(mock: MockFactory, gateway: GatewayFactory, client_protocol: SDKClients) -> None:
     upstream = mock()
     gw = gateway(one_model(provider("local", upstream)))
-    raw = client(gw).chat.completions.with_raw_response.create(model="fast", messages=[{"role": "user", "content": "x"}])
+    sdk = client(gw, client_protocol)
+    raw = sdk.chat.completions.with_raw_response.create(model="fast", messages=[{"role": "user", "content": "x"}])
     assert raw.headers["x-llm-edge-provider"] == "local"
     assert raw.headers["x-llm-edge-attempts"] == "1"
     stats = gw.stats()
@@ -107,17 +111,18 @@ def test_response_headers_and_stats(mock: MockFactory, gateway: GatewayFactory) 
     assert stats["overhead_us"]["p50"] > 0
 
 
-def test_direct_provider_addressing(mock: MockFactory, gateway: GatewayFactory) -> None:
+def test_direct_provider_addressing(mock: MockFactory, gateway: GatewayFactory, client_protocol: SDKClients) -> None:
     upstream = mock()
     gw = gateway({"providers": [provider("local", upstream)]})
-    answer = client(gw).chat.completions.create(model="local/some-model", messages=[{"role": "user", "content": "x"}])
+    sdk = client(gw, client_protocol)
+    answer = sdk.chat.completions.create(model="local/some-model", messages=[{"role": "user", "content": "x"}])
     assert answer.choices[0].message.content
     assert orjson.loads(upstream.last_request.body)["model"] == "some-model"
 
 
-def test_models_and_healthz(mock: MockFactory, gateway: GatewayFactory) -> None:
+def test_models_and_healthz(mock: MockFactory, gateway: GatewayFactory, client_protocol: SDKClients) -> None:
     gw = gateway(one_model(provider("local", mock())))
-    assert [m.id for m in client(gw).models.list()] == ["fast"]
+    assert [m.id for m in client(gw, client_protocol).models.list()] == ["fast"]
     assert b"200 OK" in raw_exchange(gw.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 
 
@@ -149,9 +154,11 @@ def test_keepalive_reuse_on_both_sides(mock: MockFactory, gateway: GatewayFactor
     assert gw.pool().opened_total == 1
 
 
-def test_pipelined_requests_are_answered_in_order(mock: MockFactory, gateway: GatewayFactory) -> None:
+def test_pipelined_requests_are_answered_in_order(
+    mock: MockFactory, gateway: GatewayFactory, client_protocol: SDKClients
+) -> None:
     gw = gateway(one_model(provider("local", mock())))
-    sdk = client(gw)
+    sdk = client(gw, client_protocol)
     expected = [sdk.chat.completions.create(**chat(f"prompt {i}")).choices[0].message.content for i in range(4)]
     with socket.create_connection(("127.0.0.1", gw.port)) as sock:
         sock.sendall(b"".join(post_bytes(chat(f"prompt {i}")) for i in range(4)) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -174,10 +181,12 @@ def test_chunked_request_body(mock: MockFactory, gateway: GatewayFactory) -> Non
     assert orjson.loads(upstream.last_request.body)["messages"][0]["content"] == "chunked please"
 
 
-def test_upstream_closing_an_idle_pooled_connection(mock: MockFactory, gateway: GatewayFactory) -> None:
+def test_upstream_closing_an_idle_pooled_connection(
+    mock: MockFactory, gateway: GatewayFactory, client_protocol: SDKClients
+) -> None:
     upstream = mock()
     gw = gateway(one_model(provider("local", upstream)))
-    sdk = client(gw)
+    sdk = client(gw, client_protocol)
     sdk.chat.completions.create(**chat("one"))
     assert upstream.close_idle_connections() == 1
     assert wait_for(lambda: gw.pool().open == 0)  # the pool noticed at once, from the EOF
@@ -185,10 +194,12 @@ def test_upstream_closing_an_idle_pooled_connection(mock: MockFactory, gateway: 
     assert upstream.connections_opened == 2
 
 
-def test_a_stale_pooled_connection_is_retried_transparently(mock: MockFactory, gateway: GatewayFactory) -> None:
+def test_a_stale_pooled_connection_is_retried_transparently(
+    mock: MockFactory, gateway: GatewayFactory, client_protocol: SDKClients
+) -> None:
     upstream = mock()
     gw = gateway(one_model(provider("local", upstream)))
-    sdk = client(gw)
+    sdk = client(gw, client_protocol)
     sdk.chat.completions.create(**chat("one"))
     # Close the mock's side without the gateway noticing first: the next request hits a dead socket.
     gw.io.call(lambda: [c.transport.pause_reading() for c in gw.pool().idle])
@@ -265,24 +276,24 @@ def test_client_errors(mock: MockFactory, gateway: GatewayFactory, request_bytes
     assert b"200 OK" in raw_exchange(gw.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # and it goes on serving
 
 
-def test_unreachable_upstream_is_a_502(gateway: GatewayFactory) -> None:
+def test_unreachable_upstream_is_a_502(gateway: GatewayFactory, client_protocol: SDKClients) -> None:
     with socket.socket() as placeholder:
         placeholder.bind(("127.0.0.1", 0))
         port = placeholder.getsockname()[1]  # bound but not listening: connections are refused
         gw = gateway({"providers": [{"name": "gone", "kind": "local", "base_url": f"http://127.0.0.1:{port}/v1"}],
                       "models": [{"name": "fast", "routes": [{"provider": "gone", "model": "m"}]}]})  # fmt: skip
         with pytest.raises(openai.InternalServerError) as info:
-            client(gw).chat.completions.create(**chat("x"))
+            client(gw, client_protocol).chat.completions.create(**chat("x"))
     assert info.value.status_code == 502
     assert "gone" in info.value.message
 
 
-def test_upstream_timeout_is_a_504(mock: MockFactory, gateway: GatewayFactory) -> None:
+def test_upstream_timeout_is_a_504(mock: MockFactory, gateway: GatewayFactory, client_protocol: SDKClients) -> None:
     upstream = mock(ttft_ms=3000)
     gw = gateway(one_model(provider("slow", upstream, first_byte_timeout_s=0.2)))
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as info:
-        client(gw).chat.completions.create(**chat("x"))
+        client(gw, client_protocol).chat.completions.create(**chat("x"))
     assert info.value.status_code == 504
     assert time.monotonic() - started < 2.0  # the deadline held the client, not the provider
 
@@ -298,24 +309,28 @@ def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
     return ca, path
 
 
-def test_tls_upstream_with_its_own_ca(mock: MockFactory, gateway: GatewayFactory, tls_ca: tuple[trustme.CA, Path]) -> None:
+def test_tls_upstream_with_its_own_ca(
+    mock: MockFactory, gateway: GatewayFactory, client_protocol: SDKClients, tls_ca: tuple[trustme.CA, Path]
+) -> None:
     ca, ca_path = tls_ca
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server_context)
     upstream = mock(ssl=server_context)
     gw = gateway(one_model(provider("tls", upstream, kind="openai", api_key=PROVIDER_KEY, ca_file=str(ca_path))))
-    answer = client(gw).chat.completions.create(**chat("over tls"))
+    answer = client(gw, client_protocol).chat.completions.create(**chat("over tls"))
     assert answer.choices[0].message.content
     assert gw.pool().opened_total == 1
 
 
-def test_tls_upstream_with_an_untrusted_certificate_is_a_502(mock: MockFactory, gateway: GatewayFactory) -> None:
+def test_tls_upstream_with_an_untrusted_certificate_is_a_502(
+    mock: MockFactory, gateway: GatewayFactory, client_protocol: SDKClients
+) -> None:
     stranger = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     stranger.issue_cert("localhost").configure_cert(server_context)
     upstream = mock(ssl=server_context)
     gw = gateway(one_model(provider("tls", upstream, kind="openai", api_key=PROVIDER_KEY)))
     with pytest.raises(openai.InternalServerError) as info:
-        client(gw).chat.completions.create(**chat("x"))
+        client(gw, client_protocol).chat.completions.create(**chat("x"))
     assert info.value.status_code == 502
     assert PROVIDER_KEY not in info.value.message
