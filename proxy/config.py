@@ -7,6 +7,10 @@ Rules for this file:
 2. An invalid file is refused as a whole, with a message that names the bad key. The gateway
    never starts half-configured.
 3. Provider keys are held in fields excluded from every repr and never put in a message.
+4. What is suspicious but usable (a key with a trailing newline, a base_url without its version
+   prefix, no provider at all, a provider left unusable by `allow_missing_keys`) is corrected
+   and described in `Settings.warnings`, which the command line logs at start and prints under
+   `--check-config`. The messages name keys and variables, never a key's value.
 
 Ids: providers are numbered 0..P-1 and routes 0..R-1 in file order; per-provider and
 per-route state elsewhere lives in arrays indexed by these ids. Each provider also gets one
@@ -31,6 +35,7 @@ from proxy.errors import ConfigError
 from proxy.limits import LedgerSettings, LimitsSettings
 from proxy.prices import Prices, price_list, prices_from_table
 from proxy.routing import ModelSpec, RouterSettings, RouteSpec
+from proxy.routing.settings import unknown_key
 
 PROVIDER_KINDS = ("openai", "anthropic", "local")
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -66,6 +71,13 @@ class ServerSettings:
     h2_reset_burst: int = 200  # ...and in a burst, before GOAWAY (Rapid Reset)
     h2_control_rate: float = 500.0  # SETTINGS, PING, WINDOW_UPDATE, PRIORITY and empty DATA frames per second...
     h2_control_burst: int = 1000  # ...and in a burst, before GOAWAY
+    # Operations (issue 17)
+    allow_missing_keys: bool = False  # a provider whose key variable is unset is unusable instead of an error
+    allow_request_overrides: bool = False  # honour the x-llm-edge-* control headers (proxy/overrides.py)
+    max_request_tags: int = 8  # x-llm-edge-tags: pairs kept per request...
+    max_tag_bytes: int = 64  # ...and the longest `name=value` pair kept
+    event_interval_s: float = 10.0  # one event line per route and kind of event per this long (proxy/events.py)
+    tag_series: int = 100  # distinct tag values counted in /metrics; the rest count as "other"
 
 
 @dataclass(slots=True, frozen=True)
@@ -154,6 +166,8 @@ class Settings:
     limits: LimitsSettings = LimitsSettings()
     ledger: LedgerSettings = LedgerSettings()
     admin: AdminSettings = AdminSettings()
+    unusable: tuple[tuple[int, str], ...] = ()  # (provider id, why) for `Router.mark_unusable`
+    warnings: tuple[str, ...] = ()  # what was corrected or is suspicious; see rule 4
 
     @property
     def cache_modes(self) -> dict[str, str]:
@@ -221,7 +235,13 @@ def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table
         for key in auth.keys:
             if key.digest == admin.digest:
                 raise ConfigError(f"admin.key_env: the admin key is the same as gateway key {key.name!r}")
-    providers = tuple(_provider(i, p, env) for i, p in enumerate(_array_of_tables(table, "providers", "")))
+    warnings: list[str] = []
+    unusable: list[tuple[int, str]] = []
+    providers = tuple(_provider(i, p, env, server.allow_missing_keys, warnings, unusable)
+                      for i, p in enumerate(_array_of_tables(table, "providers", "")))  # fmt: skip
+    if not providers:
+        warnings.append("no providers are configured: every model request will fail "
+                        "(add [[providers]], or set OPENAI_API_KEY or ANTHROPIC_API_KEY)")  # fmt: skip
     names = [p.name for p in providers]
     for name in names:
         if names.count(name) > 1:
@@ -259,7 +279,7 @@ def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table
         specs.append(spec)
         direct[p.name] = route
     return Settings(server, providers, models, tuple(routes), direct, router, tuple(specs), cache, auth, log, source,
-                    limits, ledger, admin)  # fmt: skip
+                    limits, ledger, admin, unusable=tuple(unusable), warnings=tuple(warnings))  # fmt: skip
 
 
 def _server(t: dict[str, Any]) -> ServerSettings:
@@ -281,6 +301,12 @@ def _server(t: dict[str, Any]) -> ServerSettings:
         hold_answer_bytes=_int(t, "hold_answer_bytes", where, defaults.hold_answer_bytes),
         shutdown_timeout_s=_seconds(t, "shutdown_timeout_s", where, defaults.shutdown_timeout_s),
         forward_headers=_header_names(t, "forward_headers", where, defaults.forward_headers),
+        allow_missing_keys=_bool(t, "allow_missing_keys", where, defaults.allow_missing_keys),
+        allow_request_overrides=_bool(t, "allow_request_overrides", where, defaults.allow_request_overrides),
+        max_request_tags=_count(t, "max_request_tags", where, defaults.max_request_tags),
+        max_tag_bytes=_int(t, "max_tag_bytes", where, defaults.max_tag_bytes),
+        event_interval_s=_number(t, "event_interval_s", where, defaults.event_interval_s),
+        tag_series=_count(t, "tag_series", where, defaults.tag_series),
         **_tls_and_h2(t, where, defaults),
     )
 
@@ -314,7 +340,9 @@ _PROVIDER_KEYS = {
 }  # fmt: skip
 
 
-def _provider(index: int, t: dict[str, Any], env: dict[str, str]) -> ProviderSettings:
+def _provider(index: int, t: dict[str, Any], env: dict[str, str], allow_missing_keys: bool = False,
+              warnings: list[str] | None = None, unusable: list[tuple[int, str]] | None = None) -> ProviderSettings:
+    warnings = [] if warnings is None else warnings
     where = f"providers[{index}]"
     _check_keys(t, _PROVIDER_KEYS, where)
     name = _str(t, "name", where, required=True)
@@ -328,13 +356,33 @@ def _provider(index: int, t: dict[str, Any], env: dict[str, str]) -> ProviderSet
     if base_url is None:
         raise ConfigError(f"{where}.base_url: required for kind {kind!r}")
     tls, host, port, base_path = _parse_base_url(base_url, f"{where}.base_url")
+    if kind in DEFAULT_BASE_URLS and not base_path:
+        # Written the way the Anthropic SDK takes it (no /v1): every request would 404. Both APIs
+        # live under /v1, so the fix is certain; say so rather than refuse.
+        fixed = base_url.rstrip("/") + "/v1"
+        warnings.append(f"{where}.base_url: {base_url!r} has no version prefix; using {fixed!r} "
+                        f"(write it as the OpenAI SDK does, ending in /v1)")  # fmt: skip
+        base_url, base_path = fixed, "/v1"
 
     key_env = _str(t, "api_key_env", where)
     api_key = _str(t, "api_key", where)
-    if key_env is not None and api_key is None:
-        api_key = env.get(key_env) or None
     if kind != "local" and api_key is None and key_env is None:
         raise ConfigError(f"{where}.api_key_env: required for kind {kind!r} (the environment variable holding its key)")
+    if api_key is not None:
+        api_key = _clean_key(api_key, f"{where}.api_key", "the key", warnings)
+    elif key_env is not None:
+        value = env.get(key_env, "")
+        if value.strip():
+            api_key = _clean_key(value, f"{where}.api_key_env", f"the value of {key_env}", warnings)
+        elif allow_missing_keys:
+            reason = f"its key variable {key_env} is unset or empty"
+            warnings.append(f"{where}.api_key_env: provider {name!r} is unusable: {reason} (allow_missing_keys)")
+            if unusable is not None:
+                unusable.append((index, reason))
+        else:
+            raise ConfigError(f"{where}.api_key_env: the environment variable {key_env} is unset or empty "
+                              f"(provider {name!r}); set it, or set [server] allow_missing_keys = true "
+                              f"to start with this provider unusable")  # fmt: skip
     ca_file = _str(t, "ca_file", where)
     if ca_file is not None and not os.path.isfile(ca_file):
         raise ConfigError(f"{where}.ca_file: no such file: {ca_file}")
@@ -361,6 +409,16 @@ def _provider(index: int, t: dict[str, Any], env: dict[str, str]) -> ProviderSet
         prices=price_list(t.get("prices"), f"{where}.prices"),
     )  # fmt: skip
     return provider
+
+
+def _clean_key(key: str, where: str, what: str, warnings: list[str]) -> str:
+    """The key without surrounding whitespace (a warning says so); never a line break in a header."""
+    trimmed = key.strip()
+    if trimmed != key:
+        warnings.append(f"{where}: {what} had surrounding whitespace or a line break; it was trimmed")
+    if not trimmed or any(not " " < c <= "~" for c in trimmed):
+        raise ConfigError(f"{where}: {what} must be printable ASCII with no space or control character")
+    return trimmed
 
 
 _PROVIDER_DEFAULTS: dict[str, Any] = {
@@ -446,8 +504,7 @@ def _header_names(t: dict[str, Any], key: str, where: str, default: tuple[bytes,
 def _check_keys(t: dict[str, Any], allowed: set[str], where: str) -> None:
     for key in t:
         if key not in allowed:
-            path = f"{where}.{key}" if where else key
-            raise ConfigError(f"{path}: unknown key")
+            raise ConfigError(unknown_key(_join(where, key), key, sorted(allowed)))
 
 
 def _table(t: dict[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -472,6 +529,13 @@ def _str(t: dict[str, Any], key: str, where: str, required: bool = False) -> str
         return None
     if not isinstance(value, str):
         raise ConfigError(f"{_join(where, key)}: expected a string")
+    return value
+
+
+def _bool(t: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    value = t.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{_join(where, key)}: expected true or false")
     return value
 
 

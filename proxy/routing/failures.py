@@ -11,12 +11,19 @@
 #    case is `BROKEN`. For SERVER, TIMEOUT and MALFORMED the upstream may already have
 #    processed (and billed) the request: retrying trades a possible double charge for
 #    availability, which is what a gateway is for.
+# 4. The client's credentials never go upstream, so a provider's 401/403 rejects the gateway's
+#    own key, and a 404 on the endpoint path itself means a wrong `base_url`: both are the
+#    route's fault (`UPSTREAM_AUTH`, `UPSTREAM_PATH`), open its breaker at once, fall back,
+#    and reach the client as a 502 that names the provider, never as the provider's 401.
 
 from __future__ import annotations
 
 import enum
 import math
 from collections.abc import Iterable
+from typing import Any
+
+import orjson
 
 
 class Failure(enum.IntEnum):
@@ -31,14 +38,24 @@ class Failure(enum.IntEnum):
     TIMEOUT = 6  # 408 or 504 from upstream, or our first-byte deadline passed
     MALFORMED = 7  # unparseable response head/body from upstream
     BROKEN = 8  # failed after the head was relayed downstream (mid-stream): never retried
+    UPSTREAM_AUTH = 9  # provider 401/403: the gateway's own credentials were rejected
+    UPSTREAM_PATH = 10  # provider 404 on the endpoint path itself (a wrong base_url), not on a model
 
 
 # Indexed by Failure value.
-ROUTE_FAILURE = (False, True, True, True, True, True, True, True, True)
-RETRYABLE = (False, True, True, True, True, True, True, True, False)
-_TIMEOUT = (False, False, True, False, False, False, True, False, False)
+ROUTE_FAILURE = (False, True, True, True, True, True, True, True, True, True, True)
+RETRYABLE = (False, True, True, True, True, True, True, True, False, True, True)
+_TIMEOUT = (False, False, True, False, False, False, True, False, False, False, False)
 # Kinds whose Retry-After puts the route on a cooldown.
-HONOURS_RETRY_AFTER = (False, False, False, False, True, True, False, False, False)
+HONOURS_RETRY_AFTER = (False, False, False, False, True, True, False, False, False, False, False)
+# Kinds that open the breaker on the first occurrence: a misconfiguration does not heal by retrying.
+TRIPS_AT_ONCE = (False, False, False, False, False, False, False, False, False, True, True)
+# What an event line or a "no route" reason calls each kind.
+KIND_NAMES = ("client error", "connect error", "connect timeout", "server error", "unavailable", "rate limited",
+              "timeout", "malformed response", "broken mid-stream", "upstream authentication failed",
+              "upstream endpoint not found")  # fmt: skip
+# The status a client gets for a rejection of the gateway's own configuration.
+REJECTION_STATUS = 502
 
 
 def is_route_failure(status: int) -> bool:
@@ -61,6 +78,55 @@ def failure_kind(status: int) -> Failure:
     if 500 <= status <= 599:
         return Failure.SERVER
     return Failure.CLIENT
+
+
+def may_be_rejection(status: int) -> bool:
+    """True for the statuses `upstream_rejection` must look at (only a 404 needs the body)."""
+    return status == 401 or status == 403 or status == 404
+
+
+def upstream_rejection(status: int, body: bytes) -> Failure:
+    """Whether a provider's 4xx blames the gateway rather than the request.
+
+    401 and 403 are always `UPSTREAM_AUTH` (the client's key never goes upstream). A 404 is
+    `UPSTREAM_PATH` unless its body is about a model: OpenAI's `code: model_not_found`,
+    Anthropic's `model: ...`, vLLM's and Ollama's "model ... does not exist / not found". A
+    404 body that is not JSON (a web server's page) is `UPSTREAM_PATH` too. Anything else is
+    `CLIENT`. Cold path: runs on error answers only.
+    """
+    if status == 401 or status == 403:
+        return Failure.UPSTREAM_AUTH
+    if status != 404:
+        return Failure.CLIENT
+    return Failure.CLIENT if _mentions_model(body) else Failure.UPSTREAM_PATH
+
+
+def _mentions_model(body: bytes) -> bool:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    texts: list[str] = []
+    stack: list[Any] = [doc]
+    while stack and len(texts) < 16:  # error bodies are a few fields deep; stop on anything bigger
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in ("message", "code", "param", "error", "type"):
+                value = node.get(key)
+                if isinstance(value, str):
+                    texts.append(value)
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node[:4])
+    return any("model" in text.lower() for text in texts)
+
+
+def rejection_message(kind: int, provider: str) -> str:
+    """The client's message for an `UPSTREAM_AUTH` or `UPSTREAM_PATH` failure (no provider detail)."""
+    if kind == Failure.UPSTREAM_AUTH:
+        return f"upstream authentication failed for provider {provider!r}"
+    return f"upstream endpoint not found for provider {provider!r} (check its base_url)"
 
 
 def summarize_failures(outcomes: Iterable[tuple[int, float]]) -> tuple[int, int | None]:

@@ -14,17 +14,22 @@
 #   The walk is the fallback order too: retries pass the growing `tried_mask`.
 # - Nothing here does I/O or reads a clock: time is the `now` argument (seconds).
 #
-# Breaker transitions are in breaker.py; this file decides when they happen.
+# Breaker transitions are in breaker.py; this file decides when they happen, and tells the
+# optional `events` sink (an `EventSink`, e.g. proxy/events.py) about each one. Transitions are
+# rare, so the sink is called off the fast path only.
+# A provider marked unusable (`mark_unusable`: e.g. its key variable is unset) gets an in-flight
+# limit of 0, so the existing provider check in `pick` skips it at no extra cost.
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from proxy.errors import ConfigError
 from proxy.routing import breaker, rank
-from proxy.routing.failures import HONOURS_RETRY_AFTER, ROUTE_FAILURE
+from proxy.routing.failures import HONOURS_RETRY_AFTER, KIND_NAMES, ROUTE_FAILURE, TRIPS_AT_ONCE
 from proxy.routing.settings import ModelSpec, RouterSettings, RouteSpec
 from proxy.routing.table import BREAKER_NAMES, CLOSED, HALF_OPEN, OPEN, ColumnFactory, RouteTable, list_column
 
@@ -35,8 +40,17 @@ _BUCKET = rank.BUCKET_OF_BITLEN
 _NEVER = 2**62  # explore countdown that never reaches zero (no "explore enabled?" branch per pick)
 _OUT_PRIOR_N = 20  # the assumed output size counts as this many observed requests
 
-_COST_SLA, _LATENCY, _WEIGHTED, _ROUND_ROBIN = range(4)
-_KIND = {"cost-sla": _COST_SLA, "latency": _LATENCY, "weighted": _WEIGHTED, "round-robin": _ROUND_ROBIN}
+# Strategies past _LATENCY have static orders; pick walks m.orders[cursor] for them.
+_COST_SLA, _LATENCY, _WEIGHTED, _ROUND_ROBIN, _PRIORITY = range(5)
+_KIND = {"cost-sla": _COST_SLA, "latency": _LATENCY, "weighted": _WEIGHTED, "round-robin": _ROUND_ROBIN,
+         "priority": _PRIORITY}  # fmt: skip
+
+
+class EventSink(Protocol):
+    """Where the router reports what operators want to read about (see proxy/events.py)."""
+
+    def route_event(self, event: str, route_id: int, reason: str, request_id: str, now: float) -> None:
+        """`event` is breaker_open, breaker_half_open, breaker_closed or cooldown."""
 
 
 class _Model:
@@ -102,14 +116,22 @@ class Router:
         "_prices_in",
         "_prices_out",
         "_provider_of",
+        "events",
         "model_index",
         "models",
+        "provider_names",
         "routes",
         "table",
+        "unusable",
     )  # fmt: skip
 
     def __init__(
-        self, models: Sequence[ModelSpec], provider_limits: Sequence[int], column: ColumnFactory = list_column
+        self,
+        models: Sequence[ModelSpec],
+        provider_limits: Sequence[int],
+        column: ColumnFactory = list_column,
+        provider_names: Sequence[str] = (),
+        events: EventSink | None = None,
     ) -> None:
         routes: list[RouteSpec] = []
         built: list[_Model] = []
@@ -128,6 +150,9 @@ class Router:
             raise ConfigError("models.name: model names must be unique")
         self.routes = tuple(routes)
         self.table = t = RouteTable(len(routes), list(provider_limits), column)
+        self.provider_names = tuple(provider_names) or tuple(f"#{p}" for p in range(len(provider_limits)))
+        self.events = events
+        self.unusable: dict[int, str] = {}  # provider id -> why it is never picked
         self._model_of = tuple(m for m in built for _ in m.routes)
         self._provider_of = tuple(r.provider_id for r in routes)
         self._prices_in = tuple(r.input_pusd for r in routes)
@@ -262,12 +287,15 @@ class Router:
         t.consecutive[r] = 0
         if t.state[r]:
             breaker.probe_succeeded(t, r, m.probes, m.cooldown)
+            if t.state[r] == CLOSED and self.events is not None:
+                self.events.route_event("breaker_closed", r, "half-open probe succeeded", "", now)
         m.rank_due = m.next_rank
 
-    def on_failure(self, route_id: int, kind: int, retry_after_s: float, now: float) -> None:
+    def on_failure(self, route_id: int, kind: int, retry_after_s: float, now: float, request_id: str = "") -> None:
         """The attempt failed with `kind` (a `Failure`); `retry_after_s` > 0 if the upstream sent one.
 
-        `Failure.CLIENT` (the request's own 4xx) only releases the in-flight slot.
+        `Failure.CLIENT` (the request's own 4xx) only releases the in-flight slot. `request_id`
+        goes into the event a breaker transition or a cooldown reports.
         """
         r = route_id
         t = self.table
@@ -279,6 +307,7 @@ class Router:
                 t.probes_out[r] -= 1
             return
         t.errors[r] += 1
+        t.last_failure[r] = kind
         dt = now - t.t_ewma[r]
         d = 1.0
         if dt > 0.0:
@@ -303,14 +332,24 @@ class Router:
             if t.probes_out[r] > 0:
                 t.probes_out[r] -= 1  # a half-open probe told to wait: the next one may try later
             m.rank_due = m.next_rank
+            if self.events is not None:
+                self.events.route_event("cooldown", r, f"{KIND_NAMES[kind]}, Retry-After {retry_after_s:g} s",
+                                        request_id, now)  # fmt: skip
             return
         t.consecutive[r] += 1
         st = t.state[r]
         if st == CLOSED:
-            if t.consecutive[r] >= m.failures or breaker.window_trips(t, r, x, m.min_requests, m.error_rate):
-                breaker.trip(t, r, now, m.cooldown)
+            if TRIPS_AT_ONCE[kind]:
+                self._trip(r, now, m.cooldown, KIND_NAMES[kind], request_id)
+            elif t.consecutive[r] >= m.failures:
+                self._trip(r, now, m.cooldown, f"{t.consecutive[r]} consecutive failures, last: {KIND_NAMES[kind]}",
+                           request_id)  # fmt: skip
+            elif breaker.window_trips(t, r, x, m.min_requests, m.error_rate):
+                self._trip(r, now, m.cooldown, f"error rate over {m.error_rate:g}, last: {KIND_NAMES[kind]}",
+                           request_id)  # fmt: skip
         elif st == HALF_OPEN:
-            breaker.trip(t, r, now, min(t.cooldown[r] * m.backoff, m.cooldown_max))
+            self._trip(r, now, min(t.cooldown[r] * m.backoff, m.cooldown_max),
+                       f"half-open probe failed: {KIND_NAMES[kind]}", request_id)  # fmt: skip
         m.rank_due = m.next_rank
 
     def on_cancel(self, route_id: int) -> None:
@@ -328,7 +367,7 @@ class Router:
         t = self.table
         for r in range(t.n):
             if t.state[r] == OPEN and t.until[r] <= now:
-                self._to_half_open(r)
+                self._to_half_open(r, now)
         for m in self.models:
             if m.rank_due != _INF:
                 self._rerank(m, now)
@@ -384,8 +423,70 @@ class Router:
             }
             if now is not None:
                 row["blocked_for_s"] = max(0.0, t.until[r] - now)
+                row["state"], row["state_detail"] = self.route_state(r, now)
+            if self._provider_of[r] in self.unusable:
+                row["unusable"] = self.unusable[self._provider_of[r]]
             out.append(row)
         return out
+
+    # -- operator view (cold) -------------------------------------------------------------
+
+    def mark_unusable(self, provider_id: int, reason: str) -> None:
+        """Never pick `provider_id`'s routes (e.g. its key variable is unset); `reason` shows in
+        `/stats`, `/healthz?detail=1` and "no route" answers. Lasts for this router's life."""
+        self.unusable[provider_id] = reason
+        self.table.provider_limit[provider_id] = 0  # `pick`'s in-flight check already skips a full provider
+
+    def route_state(self, r: int, now: float) -> tuple[str, str]:
+        """(state, detail) of route `r` for an operator: usable, unusable, open, half-open, cooling or full."""
+        t = self.table
+        p = self._provider_of[r]
+        if p in self.unusable:
+            return "unusable", self.unusable[p]
+        st = t.state[r]
+        left = t.until[r] - now
+        last = KIND_NAMES[t.last_failure[r]] if t.errors[r] else "none"
+        if st == OPEN and left > 0.0:
+            return "open", f"breaker open for {left:.1f} s more, last failure: {last}"
+        if st == HALF_OPEN or st == OPEN:
+            if t.probes_out[r] >= self._model_of[r].probes:
+                return "half-open", f"breaker half-open, probe in flight, last failure: {last}"
+            return "half-open", f"breaker half-open, admitting a probe, last failure: {last}"
+        if left > 0.0:
+            return "cooling", f"cooling down for {left:.1f} s (Retry-After), last failure: {last}"
+        if t.provider_in_flight[p] >= t.provider_limit[p]:
+            return "full", f"provider at max_in_flight ({t.provider_limit[p]})"
+        return "usable", ""
+
+    def unavailable_reasons(self, model_id: int, now: float, wall_now: float | None = None) -> str:
+        """Why each route of `model_id` was not usable, for the "no route available" answer.
+
+        `wall_now` (time.time() at `now`) adds the UTC time a breaker stays open until.
+        Example: `route 0 (openai/gpt-4o): breaker open until 20:31:05Z (9.8 s), last failure: timeout`.
+        """
+        t = self.table
+        parts = []
+        for r in self.models[model_id].routes:
+            state, detail = self.route_state(r, now)
+            if state == "open" and wall_now is not None:
+                stamp = time.strftime("%H:%M:%SZ", time.gmtime(wall_now + t.until[r] - now))
+                detail = detail.replace("breaker open for ", f"breaker open until {stamp} (", 1).replace(
+                    " s more,", " s),", 1
+                )
+            parts.append(f"route {r} ({self._label(r)}): {detail or 'available'}")
+        return "; ".join(parts)
+
+    def usable_route(self, model_id: int, now: float) -> bool:
+        """Whether some route of `model_id` could serve a request now or after a Retry-After wait:
+        its provider is usable and its breaker is not open (a full provider counts as usable)."""
+        t = self.table
+        for r in self.models[model_id].routes:
+            if self._provider_of[r] not in self.unusable and not (t.state[r] == OPEN and t.until[r] > now):
+                return True
+        return False
+
+    def _label(self, r: int) -> str:
+        return f"{self.provider_names[self._provider_of[r]]}/{self.routes[r].upstream_model}"
 
     # -- internal -------------------------------------------------------------------------
 
@@ -423,13 +524,20 @@ class Router:
         # Called when state[r] != CLOSED and until[r] <= now: the cooldown is over.
         t = self.table
         if t.state[r] == OPEN:
-            self._to_half_open(r)
+            self._to_half_open(r, now)
         return t.probes_out[r] < self._model_of[r].probes
 
-    def _to_half_open(self, r: int) -> None:
+    def _to_half_open(self, r: int, now: float = 0.0) -> None:
         breaker.to_half_open(self.table, r)
         m = self._model_of[r]
         m.rank_due = m.next_rank  # the probe list changed
+        if self.events is not None:
+            self.events.route_event("breaker_half_open", r, "cooldown over, probing", "", now)
+
+    def _trip(self, r: int, now: float, cooldown: float, reason: str, request_id: str) -> None:
+        breaker.trip(self.table, r, now, cooldown)
+        if self.events is not None:
+            self.events.route_event("breaker_open", r, f"{reason}; open for {cooldown:g} s", request_id, now)
 
     def _rerank(self, m: _Model, now: float) -> None:
         t = self.table
@@ -438,7 +546,10 @@ class Router:
         m.next_rank = now + m.interval
         if m.kind >= _WEIGHTED:  # static orders: built once, never dirtied
             m.next_rank = _INF
-            if m.kind == _ROUND_ROBIN:
+            if m.kind == _PRIORITY:
+                m.orders = (routes,)  # the listed order, always; a one-slot wheel keeps the cursor at 0
+                m.wheel = (0,)
+            elif m.kind == _ROUND_ROBIN:
                 m.orders = rank.rotations(routes)
                 m.wheel = routes  # only its length is used
             else:

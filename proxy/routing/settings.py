@@ -14,7 +14,8 @@ Keys of ``[router]`` (each may be overridden inside a ``[[models]]`` entry):
 ==========================  ==========  =========================================================
 key                         default     meaning
 ==========================  ==========  =========================================================
-``strategy``                cost-sla    ``cost-sla``, ``latency``, ``weighted`` or ``round-robin``
+``strategy``                cost-sla    ``cost-sla``, ``latency``, ``weighted``, ``round-robin`` or
+                                        ``priority`` (the routes in the order listed)
 ``sla_ms``                  0 (off)     cost-sla: a route "meets the SLA" when its latency
                                         estimate is at most this; 0 = every route meets it
                                         (cheapest healthy route wins)
@@ -53,13 +54,14 @@ and ``weight`` (integer 0-1000, default 1; used by the ``weighted`` strategy).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from proxy.errors import ConfigError
 
-STRATEGIES = ("cost-sla", "latency", "weighted", "round-robin")
+STRATEGIES = ("cost-sla", "latency", "weighted", "round-robin", "priority")
 LATENCY_METRICS = ("total", "ttfb")
 MAX_WEIGHT = 1000
 
@@ -108,7 +110,7 @@ class RouterSettings:
             if rule is None:
                 if key in ignore:
                     continue
-                raise ConfigError(f"{where}.{key}: unknown router setting")
+                raise ConfigError(unknown_key(f"{where}.{key}", key, (*_KEYS, *ignore)))
             values[key] = _check(f"{where}.{key}", value, *rule)
         out = dataclasses.replace(base or cls(), **values)
         if out.breaker_cooldown_max_s < out.breaker_cooldown_s:
@@ -154,6 +156,17 @@ def _check(name: str, value: Any, kind: type, lo: float, hi: float, lo_ok: bool,
     return kind(value)
 
 
+def unknown_key(path: str, key: str, allowed: Collection[str]) -> str:
+    """`<path>: unknown key 'base_ur' (did you mean 'base_url'?)`, the hint only when one is close."""
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{path}: unknown key {key!r}{hint}"
+
+
+_ROUTE_KEYS = ("provider", "model", "input_per_mtok", "output_per_mtok", "weight", "cached_input_per_mtok",
+               "cache_write_per_mtok")  # fmt: skip
+
+
 @dataclasses.dataclass(slots=True, frozen=True)
 class RouteSpec:
     """One way to serve a model: a provider, its model name, its prices and a weight."""
@@ -180,9 +193,8 @@ class RouteSpec:
         for key in table:
             # The cache prices bill usage (proxy/prices.py, read by proxy/config.py); the router ranks
             # routes by the input and output prices only.
-            if key not in ("provider", "model", "input_per_mtok", "output_per_mtok", "weight", "cached_input_per_mtok",
-                           "cache_write_per_mtok"):  # fmt: skip
-                raise ConfigError(f"{where}.{key}: unknown route setting")
+            if key not in _ROUTE_KEYS:
+                raise ConfigError(unknown_key(f"{where}.{key}", key, _ROUTE_KEYS))
         provider = table.get("provider")
         if not isinstance(provider, str) or provider not in providers:
             raise ConfigError(f"{where}.provider: unknown provider {provider!r}")

@@ -64,6 +64,7 @@ _ROUTE_Q = (
     "requests", "successes", "errors", "in_tokens", "out_tokens",
     "spend_pusd",  # spend in pico-dollars (1e-12 USD)
     "sla_ok",  # ranking memory for the SLA hysteresis
+    "last_failure",  # the Failure kind of the route's latest failure (for "no route" reasons)
 )  # fmt: skip
 
 
@@ -114,6 +115,7 @@ class RouteTable:
     out_tokens: Column
     spend_pusd: Column
     sla_ok: Column
+    last_failure: Column
 
     # Readers for the cold path (ranking, snapshot). Shared memory would sum rows here.
 

@@ -76,7 +76,7 @@ def test_no_config_offers_providers_from_the_environment() -> None:
 
 
 def test_listen_flag_overrides_the_file(tmp_path: Path) -> None:
-    settings = config.with_listen(load_text(tmp_path, EXAMPLE), "0.0.0.0:9000")
+    settings = config.with_listen(load_text(tmp_path, EXAMPLE, {"OPENAI_API_KEY": "sk-x"}), "0.0.0.0:9000")
     assert (settings.server.host, settings.server.port) == ("0.0.0.0", 9000)
 
 
