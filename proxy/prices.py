@@ -169,3 +169,25 @@ def route_prices(route: Any, requested_model: str) -> Prices | None:
     if route.upstream_model is not None:
         return route.prices
     return route.provider.prices.get(direct_model(requested_model))
+
+
+class Waste:
+    """Per route: what hedges' losing attempts used. The provider bills it; the route's spend counts it,
+    the client's key never does (`/stats` and `/metrics` show it as `wasted`)."""
+
+    __slots__ = ("attempts", "nusd", "tokens")
+
+    def __init__(self, routes: int) -> None:
+        self.attempts = [0] * routes
+        self.tokens = [0] * routes
+        self.nusd = [0] * routes
+
+    def record(self, route_id: int, usage: tuple[int, int, int, int, int], cost: int) -> None:
+        """A losing attempt on route `route_id` used `usage`, costing `cost` nano-dollars."""
+        self.attempts[route_id] += 1
+        self.tokens[route_id] += tokens(usage)
+        self.nusd[route_id] += cost
+
+    def snapshot(self, route_id: int) -> dict[str, Any]:
+        return {"wasted_attempts": self.attempts[route_id], "wasted_tokens": self.tokens[route_id],
+                "wasted_usd": self.nusd[route_id] / 1e9}  # fmt: skip

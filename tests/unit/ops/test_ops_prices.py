@@ -133,3 +133,15 @@ def test_auth_settings_reject_bad_periods() -> None:
         AuthSettings.from_table({"keys": [{"name": "a", "key": "k", "budget_usd": 1, "budget_period": "1w"}]}, {})
     with pytest.raises(ConfigError, match="set budget_usd too"):
         AuthSettings.from_table({"keys": [{"name": "a", "key": "k", "budget_period": "1d"}]}, {})
+
+
+def test_waste_counts_losing_attempts_per_route() -> None:
+    from proxy.prices import Waste
+
+    waste = Waste(3)
+    p = prices(1.0, 2.0)
+    usage = (100, 0, 0, 50, 0)
+    waste.record(1, usage, cost_nusd(usage, p))
+    waste.record(1, (0, 0, 0, 0, 0), 0)  # closed before it produced anything
+    assert waste.snapshot(1) == {"wasted_attempts": 2, "wasted_tokens": 150, "wasted_usd": 0.0002}
+    assert waste.snapshot(0)["wasted_attempts"] == 0
