@@ -136,6 +136,7 @@ class Fleet:
         self.refreshes = self.failures = 0
         self.wall = 0.0
         self._marks: dict[str, tuple[int, int]] = {}  # key -> (period_start, spent_here) last reported
+        self._usage: dict[str, tuple[int, int]] = {}  # key -> (requests, tokens) as of its last refresh
         self._task: asyncio.Task[None] | None = None
         self._poll_handle: asyncio.TimerHandle | None = loop.call_later(POLL_S, self._poll)
 
@@ -193,8 +194,11 @@ class Fleet:
         sent = []
         for s in states:
             live = max(self.live, 1)
-            want_req = max(1, math.ceil(s.rpm * self.settings.lease_fraction / live)) if s.rpm else 0
-            want_tok = max(1, math.ceil(s.tpm * self.settings.lease_fraction / live)) if s.tpm else 0
+            # A lease: the configured share of the limit, or twice what this process used since its last
+            # refresh when that is more (a busy process refreshes less often), never above limit / live.
+            used_req, used_tok = self._used(s)
+            want_req = self._want(s.rpm, live, used_req)
+            want_tok = self._want(s.tpm, live, used_tok)
             give_req = max(int(s.lease_req), 0) if s.leased else 0
             give_tok = max(int(s.lease_tok), 0) if s.leased else 0
             debt = s.tok_debt
@@ -229,6 +233,17 @@ class Fleet:
             s.leased = True
             if s.gate == GATE_CLOSED:
                 s.gate = OPEN
+
+    def _used(self, s: KeyState) -> tuple[int, int]:
+        admitted, tokens = self._usage.get(s.name, (s.admitted, s.tokens_in + s.tokens_out))
+        self._usage[s.name] = (s.admitted, s.tokens_in + s.tokens_out)
+        return s.admitted - admitted, s.tokens_in + s.tokens_out - tokens
+
+    def _want(self, limit: int, live: int, used: int) -> int:
+        if not limit:
+            return 0
+        base = max(1, math.ceil(limit * self.settings.lease_fraction / live))
+        return max(base, min(2 * used, math.ceil(limit / live)))
 
     def _recovered(self) -> None:
         if self.up is False:

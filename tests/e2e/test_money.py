@@ -321,7 +321,9 @@ def test_two_gateways_of_two_workers_share_one_rpm(mock_uv: MockFactory, tmp_pat
         elapsed = time.monotonic() - started
         # the fleet's GCRA bound: 60 + 60 * t / 60 in t seconds, whatever the number of processes (README)
         assert admitted <= 60 + elapsed + 1
-        assert admitted >= 30  # and the limit is usable, not starved by leases
+        # and the limit is usable: empty leases are refilled early (4 first leases alone would admit 8); a
+        # process with an empty lease refuses while another may hold capacity (README), so not all 60+
+        assert admitted >= 15
     finally:
         for gw in gateways:
             stop(gw)
