@@ -8,23 +8,62 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import orjson
 
 from proxy.metrics import CONTENT_TYPE, render
-from proxy.model_list import anthropic_models_body, model_object
+from proxy.model_list import anthropic_models_body, model_ids, model_object, openai_models_body
 from proxy.wire import error_response, json_response
 
 if TYPE_CHECKING:
     from proxy.gateway import GatewayState as Gateway
 
 
-def healthz(gateway: Gateway) -> bytes:
-    """200 once the gateway is serving; 503 while it drains for shutdown."""
+def healthz(gateway: Gateway, query: str = "") -> bytes:
+    """200 while some model has a usable route; 503 while draining or when none has.
+
+    Cheap: it stops at the first usable route. With `?detail=1`, the body lists every provider
+    and route with its state (see `health_detail`).
+    """
     if gateway.draining:
         return error_response(503, "the gateway is shutting down", "server_error", date=gateway.date_header)
-    return json_response(200, b'{"status":"ok"}', date=gateway.date_header)
+    if "detail" in query and parse_qs(query).get("detail", [""])[0] not in ("", "0", "false"):
+        body = health_detail(gateway)
+        return json_response(200 if body["status"] != "unavailable" else 503, orjson.dumps(body),
+                             date=gateway.date_header)  # fmt: skip
+    router = gateway.gen.router
+    now = gateway.loop.time()
+    if any(router.usable_route(m, now) for m in range(len(router.models))):
+        return json_response(200, b'{"status":"ok"}', date=gateway.date_header)
+    return error_response(503, "no model has a usable route", "server_error", date=gateway.date_header)
+
+
+def health_detail(gateway: Gateway) -> dict[str, Any]:
+    """Each provider and route with its state: `ok` when every route is usable, `degraded` when
+    some model lost a route but every model has one, `unavailable` when no model has one."""
+    router = gateway.gen.router
+    settings = gateway.gen.settings
+    now = gateway.loop.time()
+    routes_out = []
+    for route in settings.routes:
+        state, detail = router.route_state(route.id, now)
+        routes_out.append({"id": route.id, "model": route.model, "provider": route.provider.name,
+                           "upstream_model": route.upstream_model, "state": state, "detail": detail})  # fmt: skip
+    providers_out = []
+    for provider, pool in zip(settings.providers, gateway.gen.pools):
+        reason = router.unusable.get(provider.id)
+        providers_out.append({"name": provider.name, "kind": provider.kind, "base_url": provider.base_url,
+                              "usable": reason is None, "reason": reason or "",
+                              "in_flight": router.table.provider_in_flight[provider.id],
+                              "connections_open": pool.open})  # fmt: skip
+    usable = [router.usable_route(m, now) for m in range(len(router.models))]
+    status = "unavailable" if not any(usable) else "ok" if all(r["state"] == "usable" for r in routes_out) else (
+        "degraded")  # fmt: skip
+    models_out = [{"name": m.name, "usable": ok} for m, ok in zip(router.models, usable)]
+    return {"status": status, "draining": gateway.draining, "models": models_out, "providers": providers_out,
+            "routes": routes_out}  # fmt: skip
 
 
 def stats(gateway: Gateway) -> bytes:
@@ -74,16 +113,18 @@ def routes(gateway: Gateway) -> list[dict[str, object]]:
 
 
 def models(gateway: Gateway, anthropic: bool = False) -> bytes:
-    """The configured model names, in OpenAI's list shape or Anthropic's."""
+    """The configured model names and the `provider/model` ids providers name (model_list.model_ids),
+    in OpenAI's list shape or Anthropic's."""
+    ids = model_ids(gateway.gen.settings)
     if anthropic:
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(gateway.created))
-        return json_response(200, anthropic_models_body(list(gateway.gen.settings.models), created), date=gateway.date_header)
-    return json_response(200, gateway.gen.models_body, date=gateway.date_header)
+        return json_response(200, anthropic_models_body(ids, created), date=gateway.date_header)
+    return json_response(200, openai_models_body(ids, gateway.created), date=gateway.date_header)
 
 
 def model(gateway: Gateway, name: str) -> bytes:
-    """One configured model in OpenAI's shape, or 404."""
-    if name in gateway.gen.settings.models:
+    """One model in OpenAI's shape: a configured name, or `provider/model` on a configured provider; else 404."""
+    if gateway.gen.settings.resolve(name) is not None:
         return json_response(200, orjson.dumps(model_object(name, gateway.created)), date=gateway.date_header)
     return error_response(
         404, f"the model {name!r} does not exist on this gateway", "invalid_request_error", "model_not_found",
@@ -96,7 +137,7 @@ def model(gateway: Gateway, name: str) -> bytes:
 PAGES: dict[str, Callable[[Gateway, bool, str], bytes]] = {
     "models": lambda gateway, anthropic, _: models(gateway, anthropic),
     "model": lambda gateway, _, name: model(gateway, name),
-    "healthz": lambda gateway, _, __: healthz(gateway),
+    "healthz": lambda gateway, _, query: healthz(gateway, query),
     "stats": lambda gateway, _, __: stats(gateway),
     "metrics": lambda gateway, _, __: metrics(gateway),
 }

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", metavar="PATH", help="TOML config file (default: providers from the environment)")
     parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on; overrides [server] listen")
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    parser.add_argument("--probe", action="store_true",
+                        help="with --check-config: call each provider's model list once and print a table")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes sharing the port (SO_REUSEPORT)")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="event loop (default uvloop)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -43,8 +45,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llm-edge: invalid configuration: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
+        for warning in settings.warnings:
+            print(f"llm-edge: warning: {warning}", file=sys.stderr)
         print(f"llm-edge: {settings.source}: ok ({len(settings.models)} models, {len(settings.providers)} providers)")
+        if args.probe:
+            from proxy import probe
+
+            results = probe.probe_all(settings)
+            print(probe.table(results))
+            return 0 if all(r.ok for r in results) else 1
         return 0
+    if args.probe:
+        parser.error("--probe goes with --check-config")
+    for warning in settings.warnings:
+        logging.getLogger("llm_edge.config").warning("%s", warning)
     if args.workers > 1:
         from proxy import workers
 

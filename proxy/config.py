@@ -110,6 +110,8 @@ class ProviderSettings:
     prices: dict[str, Prices] = field(default_factory=dict, compare=False, hash=False)
     # Precomputed request-head fragment: host and auth lines, ready to send.
     fixed_headers: bytes = field(default=b"", repr=False)
+    # Upstream models `GET /v1/models` lists as `provider/model` (with those of `prices`).
+    models: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     def path(self, endpoint: str) -> bytes:
         """The upstream request target for an endpoint such as "/chat/completions"."""
@@ -336,7 +338,7 @@ _PROVIDER_KEYS = {
     "name", "kind", "base_url", "api_key_env", "api_key", "anthropic_version", "default_max_tokens",
     "max_connections", "max_in_flight",
     "pool_idle_timeout_s", "connect_timeout_s", "first_byte_timeout_s", "stream_idle_timeout_s",
-    "total_timeout_s", "ca_file", "prices",
+    "total_timeout_s", "ca_file", "prices", "models",
 }  # fmt: skip
 
 
@@ -407,6 +409,7 @@ def _provider(index: int, t: dict[str, Any], env: dict[str, str], allow_missing_
         soonest_timeout_s=min(first_byte, stream_idle, total),
         fixed_headers=_fixed_headers(kind, host, port, tls, api_key, version),
         prices=price_list(t.get("prices"), f"{where}.prices"),
+        models=_names(t, "models", where),
     )  # fmt: skip
     return provider
 
@@ -530,6 +533,13 @@ def _str(t: dict[str, Any], key: str, where: str, required: bool = False) -> str
     if not isinstance(value, str):
         raise ConfigError(f"{_join(where, key)}: expected a string")
     return value
+
+
+def _names(t: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = t.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v and v.isprintable() for v in value):
+        raise ConfigError(f"{_join(where, key)}: expected an array of model names")
+    return tuple(value)
 
 
 def _bool(t: dict[str, Any], key: str, where: str, default: bool) -> bool:

@@ -28,7 +28,7 @@ def route(method: bytes, url: bytes) -> tuple[str, int, bool, str]:
     query = url.find(b"?")
     path = url[:query] if query >= 0 else url
     entry = ENDPOINTS.get(path)
-    argument = ""
+    argument = url[query + 1 :].decode("latin-1") if query >= 0 else ""  # a page's query (/healthz?detail=1)
     if entry is None:
         if not path.startswith(b"/v1/models/"):
             raise NotFoundError(f"unknown path {path.decode('latin-1')[:200]!r}")

@@ -8,6 +8,21 @@ from typing import Any
 import orjson
 
 
+def model_ids(settings: Any) -> list[str]:
+    """What `GET /v1/models` lists, from `config.Settings`: the configured model names, then each
+    provider's `provider/model` ids for the upstream models it names (`models`, then the models
+    of its `[providers.prices]`), so a gateway used only by direct addressing lists them too."""
+    ids = list(settings.models)
+    seen = set(ids)
+    for provider in settings.providers:
+        for upstream in (*provider.models, *provider.prices):
+            name = f"{provider.name}/{upstream}"
+            if name not in seen:
+                seen.add(name)
+                ids.append(name)
+    return ids
+
+
 def model_object(name: str, created: int) -> dict[str, object]:
     """One model in OpenAI's shape."""
     return {"id": name, "object": "model", "created": created, "owned_by": "llm-edge"}

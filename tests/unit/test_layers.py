@@ -19,13 +19,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("proxy", "proxy.apis", "proxy.errors"),
     ("proxy.translate", "proxy.cache", "proxy.routing"),
     ("proxy.wire", "proxy.body", "proxy.limits", "proxy.prices", "proxy.request_head", "proxy.model_list", "proxy.endpoints"),
+    ("proxy.overrides", "proxy.tags", "proxy.user_limits", "proxy.compat"),
     ("proxy.request", "proxy.response", "proxy.stats"),
     ("proxy.metrics",),
     # settings and records
-    ("proxy.accesslog", "proxy.auth"),
+    ("proxy.accesslog", "proxy.auth", "proxy.events"),
     ("proxy.config",),
     # I/O below the request path
-    ("proxy.redis_tier", "proxy.shared", "proxy.ledger", "proxy.fleet", "proxy.keys_admin", "proxy.tls"),
+    ("proxy.redis_tier", "proxy.shared", "proxy.ledger", "proxy.fleet", "proxy.keys_admin", "proxy.tls", "proxy.probe"),
     ("proxy.upstream",),
     ("proxy.pool",),
     ("proxy.generation", "proxy.response_cache"),
@@ -42,7 +43,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("proxy.cli",),
     ("proxy.__main__",),
 ]
-PURE_LAYERS = 5  # the first five
+PURE_LAYERS = 6  # the first six
 SUBMODULES: set[str] = set()  # filled below, once the helpers exist
 IO_MODULES = {"asyncio", "socket", "ssl", "os", "subprocess", "uvloop", "httptools", "mmap", "redis", "sqlite3"}
 
