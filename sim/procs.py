@@ -19,7 +19,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-
 ROOT = str(Path(__file__).resolve().parent.parent)  # the repository root: holds sim/, proxy/, mocks/
 
 

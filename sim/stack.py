@@ -34,7 +34,7 @@ class Provider:
 
 DEFAULT_PROVIDERS = (
     Provider("local-fast", "local", "llama-3.1-8b-instruct", 2.0, 0.0, 0.10, 0.40),
-    Provider("cloud-cheap", "openai", "gpt-4o-mini", 8.0, 0.0, 0.15, 0.60),
+    Provider("cloud-pricier", "openai", "gpt-4o-mini", 8.0, 0.0, 0.15, 0.60),
 )
 
 

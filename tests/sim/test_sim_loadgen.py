@@ -12,11 +12,13 @@ import sys
 import httptools
 import orjson
 import pytest
-from tests.sim import tiny_server
-from tests.sim.sim_testing import arun, loop_kind  # noqa: F401  (loop_kind is a fixture)
 
 from sim import loadgen
 from sim.loadgen import LoadgenError, LoadSpec, Progress, Results
+from tests.sim import sim_testing, tiny_server
+from tests.sim.sim_testing import arun
+
+loop_kind = sim_testing.loop_kind  # the fixture: every test that takes it runs on both loops
 
 
 def get(path: str) -> bytes:

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.sim import tiny_server
 
 from sim import procs
 from sim.procs import Child, StartError
+from tests.sim import tiny_server
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ STATS = {
     "routes": [
         {"id": 0, "model": "sim-model", "provider": "local-fast", "upstream_model": "a", "requests": 6, "errors": 1,
          "input_tokens": 60, "output_tokens": 96, "spend_usd": 0.25, "future_key": [1]},
-        {"id": 1, "model": "sim-model", "provider": "cloud-cheap", "upstream_model": "b", "requests": 3, "errors": 0,
+        {"id": 1, "model": "sim-model", "provider": "cloud-pricier", "upstream_model": "b", "requests": 3, "errors": 0,
          "input_tokens": 30, "output_tokens": 48, "spend_usd": 0.5},
         {"id": 2, "model": "other", "provider": "local-fast", "upstream_model": "c", "requests": 1, "errors": 0,
          "input_tokens": 10, "output_tokens": 16, "spend_usd": 0.125},
@@ -39,7 +39,7 @@ def results(ok: int = 9, errors: int = 1) -> Results:
 
 def test_providers_are_summed_by_name_with_shares() -> None:
     p = report.providers_from_stats(STATS)
-    assert [x["name"] for x in p] == ["local-fast", "cloud-cheap"]
+    assert [x["name"] for x in p] == ["local-fast", "cloud-pricier"]
     assert p[0] == {"name": "local-fast", "requests": 7, "errors": 1, "input_tokens": 70, "output_tokens": 112,
                     "spend_usd": 0.375, "share": 0.7}
     assert p[1]["share"] == 0.3
@@ -55,7 +55,7 @@ def test_text_report_has_the_labelled_lines() -> None:
         "Latency p50: 100 µs", "Latency p90: 180 µs", "Latency p99: 198 µs", "Latency max: 200 µs",
         "Overhead p50: 41.5 µs", "Overhead p99: 350 µs",
         "Provider local-fast: 7 requests (70.0%), 1 errors, $0.375000",
-        "Provider cloud-cheap: 3 requests (30.0%), 0 errors, $0.500000",
+        "Provider cloud-pricier: 3 requests (30.0%), 0 errors, $0.500000",
         "Total Cost: $0.875000", "Status 500: 1", "Error http: 1",
     ]:
         assert expected in lines, expected
@@ -141,12 +141,12 @@ def test_streamed_workload_asks_for_usage() -> None:
 def test_gateway_config_routes_one_model_over_both_providers() -> None:
     cfg = tomllib.loads(gateway_config("sim-model", DEFAULT_PROVIDERS, [("127.0.0.1", 1), ("127.0.0.1", 2)]))
     assert cfg["server"]["listen"] == "127.0.0.1:0"
-    assert [p["name"] for p in cfg["providers"]] == ["local-fast", "cloud-cheap"]
+    assert [p["name"] for p in cfg["providers"]] == ["local-fast", "cloud-pricier"]
     assert cfg["providers"][0] == {"name": "local-fast", "kind": "local", "base_url": "http://127.0.0.1:1/v1"}
     assert cfg["providers"][1]["api_key_env"] == "SIM_PROVIDER_KEY"
     (model,) = cfg["models"]
     assert model["name"] == "sim-model"
     assert model["routes"] == [
         {"provider": "local-fast", "model": "llama-3.1-8b-instruct", "input_per_mtok": 0.1, "output_per_mtok": 0.4},
-        {"provider": "cloud-cheap", "model": "gpt-4o-mini", "input_per_mtok": 0.15, "output_per_mtok": 0.6},
+        {"provider": "cloud-pricier", "model": "gpt-4o-mini", "input_per_mtok": 0.15, "output_per_mtok": 0.6},
     ]

@@ -239,7 +239,7 @@ def test_failover_scenario_hides_the_failing_provider_from_clients() -> None:
     rep = orjson.loads(done.stdout)
     assert rep["errors"] == 0 and rep["client_errors"] == 0 and rep["success"] == rep["total_requests"] > 0
     answers = rep["answers_by_provider"]
-    assert answers.get("local-fast", 0) > 0 and answers.get("cloud-cheap", 0) > 0  # both providers served
+    assert answers.get("local-fast", 0) > 0 and answers.get("cloud-pricier", 0) > 0  # both providers served
     fail, back = rep["scenario"]["events"]
     assert (fail["provider"], back["provider"]) == ("local-fast", "local-fast")
     assert fail["at_fraction"] == pytest.approx(1 / 3, abs=0.05)

@@ -5,7 +5,6 @@ find leftover processes in /proc whatever their parent has become.
 """
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -21,43 +20,12 @@ import pytest
 from sim import loadgen, report, workload
 from sim.procs import StartError
 from sim.stack import DEFAULT_PROVIDERS, Stack
+from tests.sim.sim_testing import REPO, env, marked_pids, reap
 
-REPO = Path(__file__).resolve().parents[2]
 MISSING = [m for m in ("proxy/__main__.py", "mocks/__main__.py") if not (REPO / m).exists()]
 pytestmark = pytest.mark.skipif(
     bool(MISSING), reason=f"needs the real gateway and mock providers; not written yet: {', '.join(MISSING)}"
 )
-
-
-def marked_pids(marker: str) -> list[int]:
-    needle = f"LLM_EDGE_SIM_TEST={marker}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
-
-
-def reap(marker: str) -> list[int]:
-    """Kill (by pid) any process left over from the run carrying ``marker``; return their pids."""
-    left = marked_pids(marker)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return left
-
-
-def env(marker: str) -> dict[str, str]:
-    e = dict(os.environ)
-    e["LLM_EDGE_SIM_TEST"] = marker
-    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), e.get("PYTHONPATH", "")) if p)
-    return e
 
 
 def sim(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -78,7 +46,7 @@ LABELS = [
     r"Latency p50: [\d.]+ µs", r"Latency p90: [\d.]+ µs", r"Latency p99: [\d.]+ µs",
     r"Overhead p50: [\d.]+ µs", r"Overhead p99: [\d.]+ µs",
     r"Provider local-fast: \d+ requests \([\d.]+%\), \d+ errors, \$[\d.]+",
-    r"Provider cloud-cheap: \d+ requests \([\d.]+%\), \d+ errors, \$[\d.]+",
+    r"Provider cloud-pricier: \d+ requests \([\d.]+%\), \d+ errors, \$[\d.]+",
 ]
 
 
@@ -160,10 +128,10 @@ def test_stack_runtime_knobs_and_stats() -> None:
     with Stack() as stack:
         pids = [c.pid for c in stack.children()]
         assert len(pids) == 3 and all(c.alive() for c in stack.children())
-        for name in ("local-fast", "cloud-cheap"):  # both, whatever the router picks
+        for name in ("local-fast", "cloud-pricier"):  # both, whatever the router picks
             stack.mock_config(name, ttft_ms=20.0)
         with pytest.raises(RuntimeError, match="400"):
-            stack.mock_config("cloud-cheap", no_such_setting=1)
+            stack.mock_config("cloud-pricier", no_such_setting=1)
         host, port = stack.gateway_addr
         spec = loadgen.LoadSpec(host, port, workload.build(workload.Workload(unique=20), f"{host}:{port}"),
                                 requests=20, concurrency=2)

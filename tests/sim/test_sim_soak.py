@@ -14,15 +14,15 @@ import uuid
 import orjson
 import pytest
 
-from sim import soak
 from sim.__main__ import parse_args
-from sim.soak import Bounds, Result, Snapshot, classify, growth_checks
-from tests.sim.sim_testing import arun
-from tests.sim.test_sim_smoke import env, marked_pids, reap
+from sim.soak import answers, growth, mix, report, schedule, verdicts
+from sim.soak.growth import Bounds, Snapshot, growth_checks
+from sim.soak.verdicts import Result, classify
+from tests.sim.sim_testing import arun, env, marked_pids, reap
 
-FAULTY = soak.FAULTY.name
-HEALTHY = soak.PROVIDERS[1].name
-KIND = {k.name: k for k in soak.KINDS}
+FAULTY = mix.FAULTY.name
+HEALTHY = mix.PROVIDERS[1].name
+KIND = {k.name: k for k in mix.KINDS}
 
 
 # the soak itself: the 1-minute version CI runs
@@ -49,9 +49,9 @@ def test_one_minute_soak_loses_nothing_and_stays_within_bounds() -> None:
     for name, k in rep["by_kind"].items():
         assert k["requests"] > 0 and k["lost"] == 0, name
         assert (k["aborted"] if name == "abort" else k["ok"]) > 0, name
-    assert set(rep["by_kind"]["abort"]["abort_stages"]) == set(soak.ABORT_STAGES)
+    assert set(rep["by_kind"]["abort"]["abort_stages"]) == set(mix.ABORT_STAGES)
     assert set(rep["by_kind"]["chat"]["providers"]) == {FAULTY, HEALTHY}  # fallback happened
-    assert set(rep["faults"]["fired"]) == {f.name for f in soak.FAULTS}
+    assert set(rep["faults"]["fired"]) == {f.name for f in schedule.FAULTS}
     assert {c["name"] for c in rep["checks"]} >= {
         "lost", "rss", "fds", "pool_bound", "pool_idle_at_rest", "pool_drained", "keepalive", "coverage",
         "gateway_alive", "gateway_exit", "gateway_log",
@@ -61,10 +61,10 @@ def test_one_minute_soak_loses_nothing_and_stays_within_bounds() -> None:
         assert snap["rss_mb"] > 0 and snap["fds"] > 0 and snap["settled"] is True
         assert set(snap["pools"]) == {FAULTY, HEALTHY}
         assert all(p["open"] == 0 for p in snap["pools_after_idle_close"].values())
-    assert rep["bounds"]["rss_growth_max_mb"] >= soak.RSS_SLACK_MB
+    assert rep["bounds"]["rss_growth_max_mb"] >= growth.RSS_SLACK_MB
     assert "lost =" in rep["lost_definition"]
     assert "[soak]" in done.stderr  # progress lines
-    text = soak.format_text(rep)
+    text = report.format_text(rep)
     for label in (r"Requests: \d+ \(\d+/s\)  ok \d+  errored \d+  aborted \d+  lost 0", r"Lost: 0",
                   r"Kind chat_stream: \d+ requests .*", r"Fault windows: \d+ on local-fast \(.*\)",
                   r"RSS: [\d.]+ MB -> [\d.]+ MB \(peak [\d.]+ MB\)", r"FDs: \d+ -> \d+ \(peak \d+\)",
@@ -138,53 +138,54 @@ def anthropic_stream(text_parts: list[str], *, stop: bool = True, error: bool = 
 def test_expected_text_is_the_mocks_answer() -> None:
     from mocks.content import prompt_seed, reply_tokens
 
-    text = soak.expected_text("hello there")
-    assert text == "".join(reply_tokens(prompt_seed(f"{soak.SYSTEM}\nhello there"), soak.TOKENS))
-    assert text != soak.expected_text("hello there!") and len(text.split()) == soak.TOKENS
+    text = mix.expected_text("hello there")
+    assert text == "".join(reply_tokens(prompt_seed(f"{mix.SYSTEM}\nhello there"), mix.TOKENS))
+    assert text != mix.expected_text("hello there!") and len(text.split()) == mix.TOKENS
 
 
 def test_openai_answers_are_checked_to_the_word() -> None:
     good = {"object": "chat.completion", "choices": [{"message": {"content": "Alpha beta"}, "finish_reason": "stop"}],
             "usage": {"completion_tokens": 2}}  # fmt: skip
-    assert soak.check_openai_json(orjson.dumps(good), "Alpha beta") == "ok"
-    assert soak.check_openai_json(orjson.dumps(good), "Alpha gamma") == "bad: wrong answer text"
-    assert soak.check_openai_json(b'{"error": {"message": "x"}}', "Alpha").startswith("bad:")
-    assert soak.check_openai_json(b"<html>", "Alpha").startswith("bad: not a chat completion")
+    assert answers.check_openai_json(orjson.dumps(good), "Alpha beta") == "ok"
+    assert answers.check_openai_json(orjson.dumps(good), "Alpha gamma") == "bad: wrong answer text"
+    assert answers.check_openai_json(b'{"error": {"message": "x"}}', "Alpha").startswith("bad:")
+    assert answers.check_openai_json(b"<html>", "Alpha").startswith("bad: not a chat completion")
     parts = ["Alpha", " beta"]
-    assert soak.check_openai_stream(openai_stream(parts), "Alpha beta") == "ok"
-    assert soak.check_openai_stream(openai_stream(parts), "Alpha beta gamma") == (
+    assert answers.check_openai_stream(openai_stream(parts), "Alpha beta") == "ok"
+    assert answers.check_openai_stream(openai_stream(parts), "Alpha beta gamma") == (
         "bad: answer cut short before the terminator")
-    assert soak.check_openai_stream(openai_stream(["Alpha"], done=False, error=True), "Alpha beta") == "error_event"
-    assert soak.check_openai_stream(openai_stream(["Gamma"], done=False, error=True), "Alpha beta") == (
+    assert answers.check_openai_stream(openai_stream(["Alpha"], done=False, error=True), "Alpha beta") == "error_event"
+    assert answers.check_openai_stream(openai_stream(["Gamma"], done=False, error=True), "Alpha beta") == (
         "bad: wrong answer text")  # an error event after the wrong words is still wrong
-    assert soak.check_openai_stream(openai_stream(parts, done=False), "Alpha beta") == (
+    assert answers.check_openai_stream(openai_stream(parts, done=False), "Alpha beta") == (
         "bad: stream ended without its terminator")  # a silent clean end that looks like success
-    assert soak.check_openai_stream(openai_stream(["Alpha"], done=False, finish=False), "Alpha beta", cut=True) == "cut"
-    assert soak.check_openai_stream(openai_stream(parts, finish=False), "Alpha beta").startswith("bad: no finish")
+    cut = openai_stream(["Alpha"], done=False, finish=False)
+    assert answers.check_openai_stream(cut, "Alpha beta", cut=True) == "cut"
+    assert answers.check_openai_stream(openai_stream(parts, finish=False), "Alpha beta").startswith("bad: no finish")
     extra = openai_stream(parts) + b"data: {}\n\n"
-    assert soak.check_openai_stream(extra, "Alpha beta").startswith("bad: events after")
-    assert soak.check_openai_stream(b"data: {not json\n\n", "Alpha").startswith("bad:")
+    assert answers.check_openai_stream(extra, "Alpha beta").startswith("bad: events after")
+    assert answers.check_openai_stream(b"data: {not json\n\n", "Alpha").startswith("bad:")
 
 
 def test_anthropic_answers_are_checked_to_the_word() -> None:
     good = {"type": "message", "role": "assistant", "content": [{"type": "text", "text": "Alpha beta"}],
             "stop_reason": "end_turn", "usage": {"output_tokens": 2}}  # fmt: skip
-    assert soak.check_anthropic_json(orjson.dumps(good), "Alpha beta") == "ok"
-    assert soak.check_anthropic_json(orjson.dumps(good), "Beta") == "bad: wrong answer text"
-    assert soak.check_anthropic_json(orjson.dumps({**good, "type": "error"}), "Alpha beta").startswith("bad:")
+    assert answers.check_anthropic_json(orjson.dumps(good), "Alpha beta") == "ok"
+    assert answers.check_anthropic_json(orjson.dumps(good), "Beta") == "bad: wrong answer text"
+    assert answers.check_anthropic_json(orjson.dumps({**good, "type": "error"}), "Alpha beta").startswith("bad:")
     parts = ["Alpha", " beta"]
-    assert soak.check_anthropic_stream(anthropic_stream(parts), "Alpha beta") == "ok"
-    assert soak.check_anthropic_stream(anthropic_stream(["Alpha"], error=True), "Alpha beta") == "error_event"
-    assert soak.check_anthropic_stream(anthropic_stream(parts, stop=False), "Alpha beta") == (
+    assert answers.check_anthropic_stream(anthropic_stream(parts), "Alpha beta") == "ok"
+    assert answers.check_anthropic_stream(anthropic_stream(["Alpha"], error=True), "Alpha beta") == "error_event"
+    assert answers.check_anthropic_stream(anthropic_stream(parts, stop=False), "Alpha beta") == (
         "bad: stream ended without its terminator")
     swapped = anthropic_stream(parts).replace(b"event: message_start", b"event: ping", 1)
-    assert soak.check_anthropic_stream(swapped, "Alpha beta").startswith("bad:")
+    assert answers.check_anthropic_stream(swapped, "Alpha beta").startswith("bad:")
 
 
 def test_check_body_dispatches_on_the_kind() -> None:
-    assert soak.check_body(KIND["chat_stream"], openai_stream(["Alpha"]), "Alpha") == "ok"
-    assert soak.check_body(KIND["messages_stream"], anthropic_stream(["Alpha"]), "Alpha") == "ok"
-    assert soak.check_body(KIND["chat"], b"", "Alpha", cut=True) == "cut"
+    assert answers.check_body(KIND["chat_stream"], openai_stream(["Alpha"]), "Alpha") == "ok"
+    assert answers.check_body(KIND["messages_stream"], anthropic_stream(["Alpha"]), "Alpha") == "ok"
+    assert answers.check_body(KIND["chat"], b"", "Alpha", cut=True) == "cut"
 
 
 def test_reading_responses_tells_a_cut_from_a_whole_one() -> None:
@@ -193,16 +194,16 @@ def test_reading_responses_tells_a_cut_from_a_whole_one() -> None:
         reader.feed_data(data)
         if eof:
             reader.feed_eof()
-        status, headers = await soak.read_head(reader)
-        return status, await soak.read_body(reader, headers)
+        status, headers = await answers.read_head(reader)
+        return status, await answers.read_body(reader, headers)
 
     head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nX-Cache: HIT\r\n\r\n"
     assert arun(lambda: read(head + b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")) == (200, b"hello world")
     assert arun(lambda: read(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 2\r\n\r\n{}")) == (502, b"{}")
     assert arun(lambda: read(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end")) == (200, b"until the end")
-    with pytest.raises(soak.Cut, match="inside the body"):
+    with pytest.raises(answers.CutError, match="inside the body"):
         arun(lambda: read(head + b"5\r\nhello\r\n6\r\n wo"))
-    with pytest.raises(soak.Cut, match="before a response head"):
+    with pytest.raises(answers.CutError, match="before a response head"):
         arun(lambda: read(b""))
     with pytest.raises(ValueError):
         arun(lambda: read(head + b"zz\r\nhello\r\n"))
@@ -250,16 +251,16 @@ def test_classify(kw: dict[str, object], stream: bool, windows: list[tuple[float
 
 
 def test_why_lost_names_the_reason() -> None:
-    assert soak.why_lost(result(status=0, outcome="closed before a response head")).startswith("no response")
-    assert soak.why_lost(result(status=502, outcome="status 502")) == "status 502"
-    assert "outside a mid-stream fault" in soak.why_lost(result(outcome="error_event"))
+    assert verdicts.why_lost(result(status=0, outcome="closed before a response head")).startswith("no response")
+    assert verdicts.why_lost(result(status=502, outcome="status 502")) == "status 502"
+    assert "outside a mid-stream fault" in verdicts.why_lost(result(outcome="error_event"))
 
 
 def test_overlaps() -> None:
-    assert soak.overlaps(1.0, 2.0, [(1.5, 1.6)])
-    assert soak.overlaps(1.0, 2.0, [(0.0, 1.0)])
-    assert not soak.overlaps(1.0, 2.0, [(2.2, 3.0)], slack=0.1)
-    assert not soak.overlaps(1.0, 2.0, [])
+    assert verdicts.overlaps(1.0, 2.0, [(1.5, 1.6)])
+    assert verdicts.overlaps(1.0, 2.0, [(0.0, 1.0)])
+    assert not verdicts.overlaps(1.0, 2.0, [(2.2, 3.0)], slack=0.1)
+    assert not verdicts.overlaps(1.0, 2.0, [])
 
 
 # the growth checks
@@ -313,45 +314,45 @@ def test_rss_bound_is_the_larger_of_the_slack_and_the_ratio() -> None:
 
 
 def test_pool_bound_is_twice_the_client_connections_under_max_connections() -> None:
-    assert Bounds().pool_open_max == min(soak.POOL_MAX_CONNECTIONS, 2 * sum(k.conns for k in soak.KINDS))
+    assert Bounds().pool_open_max == min(mix.POOL_MAX_CONNECTIONS, 2 * sum(k.conns for k in mix.KINDS))
 
 
 def test_proc_readings() -> None:
-    assert soak.parse_rss_kb("Name:\tpython\nVmPeak:\t 9 kB\nVmRSS:\t   31744 kB\nThreads: 1\n") == 31744
+    assert growth.parse_rss_kb("Name:\tpython\nVmPeak:\t 9 kB\nVmRSS:\t   31744 kB\nThreads: 1\n") == 31744
     with pytest.raises(ValueError):
-        soak.parse_rss_kb("Name: kthreadd\n")
-    assert soak.read_rss_kb(os.getpid()) > 1000
-    assert soak.count_fds(os.getpid()) >= 3
+        growth.parse_rss_kb("Name: kthreadd\n")
+    assert growth.read_rss_kb(os.getpid()) > 1000
+    assert growth.count_fds(os.getpid()) >= 3
 
 
 def test_log_problems() -> None:
     log = ("2026-01-01 00:00:00,000 INFO llm_edge: serving\n"
            "2026-01-01 00:00:01,000 ERROR llm_edge.pipeline: unexpected error handling a request\n"
            "Traceback (most recent call last):\n  File \"x\", line 1\n")  # fmt: skip
-    assert len(soak.log_problems(log)) == 2
-    assert soak.log_problems("2026-01-01 INFO llm_edge: serving\n") == []
+    assert len(growth.log_problems(log)) == 2
+    assert growth.log_problems("2026-01-01 INFO llm_edge: serving\n") == []
 
 
 # the fault schedule
 
 
 def test_schedule_cycles_every_fault_and_ends_healthy() -> None:
-    windows = soak.schedule(60.0)
+    windows = schedule.schedule(60.0)
     slot = 60.0 / 16
     assert len(windows) == 16
-    assert [w.fault for w in windows] == [soak.FAULTS[i % len(soak.FAULTS)] for i in range(16)]
+    assert [w.fault for w in windows] == [schedule.FAULTS[i % len(schedule.FAULTS)] for i in range(16)]
     for i, w in enumerate(windows):
-        assert w.on == pytest.approx(i * slot) and w.off == pytest.approx(w.on + slot * soak.FAULT_ON_SHARE)
+        assert w.on == pytest.approx(i * slot) and w.off == pytest.approx(w.on + slot * schedule.FAULT_ON_SHARE)
     assert windows[-1].off < 60.0  # the run ends healthy
-    assert {w.fault.name for w in soak.schedule(12.0)} == {f.name for f in soak.FAULTS}  # --soak 0.2: each once
-    long = soak.schedule(600.0)
+    assert {w.fault.name for w in schedule.schedule(12.0)} == {f.name for f in schedule.FAULTS}  # --soak 0.2: each once
+    long = schedule.schedule(600.0)
     assert long[1].on - long[0].on == 10.0 and len(long) == 60
 
 
 def test_only_midstream_faults_may_error_a_request() -> None:
-    mid = {f.name for f in soak.FAULTS if f.midstream}
+    mid = {f.name for f in schedule.FAULTS if f.midstream}
     assert mid == {"stream_abort", "stream_error"}
-    for f in soak.FAULTS:
-        assert set(f.changes) <= set(soak.HEALTHY)  # every fault is undone by the healthy settings
-    stall = next(f for f in soak.FAULTS if f.name == "stall")
-    assert stall.changes["ttft_ms"] / 1000 < soak.ATTEMPT_DEADLINE_S < soak.CLIENT_TIMEOUT_S
+    for f in schedule.FAULTS:
+        assert set(f.changes) <= set(schedule.HEALTHY)  # every fault is undone by the healthy settings
+    stall = next(f for f in schedule.FAULTS if f.name == "stall")
+    assert stall.changes["ttft_ms"] / 1000 < mix.ATTEMPT_DEADLINE_S < mix.CLIENT_TIMEOUT_S
