@@ -354,7 +354,6 @@ def always(steps: list[Step]) -> Script:
 # 1. A cache leader whose client leaves, then an upstream failure
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 1: leader's client gone, then upstream failure: followers hang")
 def test_1_followers_of_an_abandoned_leader_whose_upstream_fails_get_an_end(
     io: LoopThread, scripted: Callable[[Script], Scripted], gateway: GatewayFactory
 ) -> None:
@@ -409,7 +408,6 @@ def reencoded_deep_body() -> bytes:
     return b'{"model":"fast","messages":[{"role":"user","content":"\\u0061"}],"temperature":0.5,"x":' + deep() + b"}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 2: TypeError on a cold pool escapes the connect task")
 def test_2_deep_body_on_a_cold_pool_is_answered(mock: MockFactory, gateway: GatewayFactory) -> None:
     upstream = mock()
     gw = gateway(single(provider("p", upstream, kind="openai", api_key="sk-up")))
@@ -421,7 +419,6 @@ def test_2_deep_body_on_a_cold_pool_is_answered(mock: MockFactory, gateway: Gate
     assert_clean_200(gw)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 2: on a warm pool the in-flight counts and connection leak")
 def test_2_deep_bodies_on_a_warm_pool_leak_nothing(mock: MockFactory, gateway: GatewayFactory) -> None:
     upstream = mock()
     gw = gateway(single(provider("p", upstream, kind="openai", api_key="sk-up", max_in_flight=2)))
@@ -434,7 +431,6 @@ def test_2_deep_bodies_on_a_warm_pool_leak_nothing(mock: MockFactory, gateway: G
         assert_clean_200(gw)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 2: the cross-format re-encode raises TypeError")
 def test_2_deep_body_translated_for_another_api_is_answered(mock: MockFactory, gateway: GatewayFactory) -> None:
     upstream = mock(kind="anthropic")
     gw = gateway(single(provider("p", upstream, kind="anthropic", api_key="sk-up")))
@@ -454,9 +450,7 @@ def test_2_deep_body_translated_for_another_api_is_answered(mock: MockFactory, g
 # 3. An odd provider answer on the translated path
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 11 defect 3: an Anthropic text block whose text is a number hangs the client"
-)
+@pytest.mark.xfail(strict=True, reason="issue 11 defect 3: a text block whose text is a number gets 500, not 502")
 def test_3_anthropic_text_that_is_a_number_is_an_answer_or_a_502(
     scripted: Callable[[Script], Scripted], gateway: GatewayFactory
 ) -> None:
@@ -473,7 +467,6 @@ def test_3_anthropic_text_that_is_a_number_is_an_answer_or_a_502(
 # 4. Two identical cacheable requests pipelined on one connection
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 4: the second pipelined repeat goes upstream again")
 def test_4_pipelined_repeats_go_upstream_once(mock: MockFactory, gateway: GatewayFactory) -> None:
     upstream = mock()
     gw = gateway(single(provider("p", upstream, kind="openai", api_key="sk-up")))
@@ -489,7 +482,6 @@ def test_4_pipelined_repeats_go_upstream_once(mock: MockFactory, gateway: Gatewa
 # 5. Statuses outside 100-599, and Retry-After: inf
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 5: a provider status outside 100-599 reaches the client")
 @pytest.mark.parametrize(
     "kind,stream",
     [("openai", False), ("openai", True), ("anthropic", False)],
@@ -504,9 +496,6 @@ def test_5_status_799_is_a_502(scripted: Callable[[Script], Scripted], gateway: 
     assert_at_rest(gw)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 11 defect 5: Retry-After: inf on the translated path raises OverflowError"
-)
 def test_5_retry_after_inf_on_the_translated_path(
     scripted: Callable[[Script], Scripted], gateway: GatewayFactory
 ) -> None:
@@ -524,7 +513,6 @@ def test_5_retry_after_inf_on_the_translated_path(
 # 6. 100 Continue while another response on the connection is streaming
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 6: 100 Continue lands inside a streaming response's body")
 def test_6_100_continue_waits_for_the_streaming_response(mock: MockFactory, gateway: GatewayFactory) -> None:
     upstream = mock(tokens=20, token_delay_ms=20)
     gw = gateway(single(provider("p", upstream, kind="openai", api_key="sk-up")))
@@ -550,7 +538,6 @@ def test_6_100_continue_waits_for_the_streaming_response(mock: MockFactory, gate
 # 7. HTTP/1.0 clients
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 7: HTTP/1.0 clients get chunked responses")
 @pytest.mark.parametrize("kind", ["openai", "anthropic"], ids=["relayed", "translated"])
 def test_7_http_1_0_stream_is_not_chunked(mock: MockFactory, gateway: GatewayFactory, kind: str) -> None:
     upstream = mock(kind=kind, tokens=4)
@@ -565,8 +552,19 @@ def test_7_http_1_0_stream_is_not_chunked(mock: MockFactory, gateway: GatewayFac
 # 8. Model output that looks like the end of a stream
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 8: model output containing the terminator ends the stream")
-@pytest.mark.parametrize("mode", ["openai-relayed", "openai-usage-stripped", "anthropic-relayed"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "openai-relayed",
+        "openai-usage-stripped",
+        pytest.param(
+            "anthropic-relayed",
+            marks=pytest.mark.xfail(
+                strict=True, reason="issue 11 defect 8: message_stop in model output ends the stream"
+            ),
+        ),
+    ],
+)
 def test_8_terminator_in_model_output_is_not_the_end(
     scripted: Callable[[Script], Scripted], gateway: GatewayFactory, mode: str
 ) -> None:
@@ -592,7 +590,6 @@ def test_8_terminator_in_model_output_is_not_the_end(
 # 9. Unbounded buffers
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 9: the capture of rebuilt streams ignores max_entry_bytes")
 @pytest.mark.parametrize("kind", ["openai", "anthropic"], ids=["usage-stripped", "translated"])
 def test_9_capture_of_a_rebuilt_stream_is_bounded(
     io: LoopThread, scripted: Callable[[Script], Scripted], gateway: GatewayFactory, kind: str
@@ -622,7 +619,6 @@ def test_9_capture_of_a_rebuilt_stream_is_bounded(
     assert kept <= bound, f"the capture holds {kept} bytes, over max_entry_bytes {bound}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 9: SSEParser keeps a partial line without bound")
 def test_9_sse_parser_bounds_a_partial_line() -> None:
     parser = SSEParser()
     piece = b"x" * (1024 * 1024)
@@ -637,7 +633,6 @@ def test_9_sse_parser_bounds_a_partial_line() -> None:
 # 10. Provider response headers
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 10: organization, project and set-cookie reach clients")
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_10_operator_and_cookie_headers_stay(scripted: Callable[[Script], Scripted], gateway: GatewayFactory,
                                              stream: bool) -> None:  # fmt: skip
@@ -654,7 +649,6 @@ def test_10_operator_and_cookie_headers_stay(scripted: Callable[[Script], Script
     assert not leaked, f"provider headers relayed: {sorted(leaked)}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 10: headers listed in the provider's Connection reach clients")
 def test_10_connection_listed_headers_are_hop_by_hop(
     scripted: Callable[[Script], Scripted], gateway: GatewayFactory
 ) -> None:
@@ -669,7 +663,6 @@ def test_10_connection_listed_headers_are_hop_by_hop(
 # 11. A provider key with a trailing newline or spaces
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 11: a provider key's trailing newline goes upstream")
 @pytest.mark.parametrize(
     "kind,value",
     [("openai", "sk-up-secret-0042\n"), ("openai", "  sk-up-secret-0042  "), ("anthropic", "sk-up-secret-0042\r\n")],
@@ -700,7 +693,6 @@ def test_11_provider_key_whitespace_is_trimmed_or_refused(
 NOT_A_COMPLETION = ["invalid_json_200", "truncated_body"]  # html_200 and empty_200 failed over already
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 12: a 2xx that is not a completion reaches the client as a 200")
 @pytest.mark.parametrize("spec", NOT_A_COMPLETION)
 def test_12_non_completion_on_a_single_route_is_a_502(
     faulty: Callable[[], FaultServer], gateway: GatewayFactory, spec: str
@@ -711,7 +703,6 @@ def test_12_non_completion_on_a_single_route_is_a_502(
     assert_at_rest(gw)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 12: a 2xx that is not a completion does not fall back")
 @pytest.mark.parametrize("spec", NOT_A_COMPLETION)
 def test_12_non_completion_falls_back(
     faulty: Callable[[], FaultServer], mock: MockFactory, gateway: GatewayFactory, spec: str
@@ -725,7 +716,6 @@ def test_12_non_completion_falls_back(
     assert orjson.loads(resp.body)["choices"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 12: a 2xx JSON body that is not an object reaches the client")
 @pytest.mark.parametrize("body", [b"[]", b'"a string"', b"null"], ids=["array", "string", "null"])
 def test_12_json_that_is_not_an_object_falls_back(
     scripted: Callable[[Script], Scripted], mock: MockFactory, gateway: GatewayFactory, body: bytes
@@ -755,7 +745,6 @@ def many_interim_heads() -> bytes:
     return b"HTTP/1.1 100 Continue\r\n\r\n" * 5000 + http_json(openai_answer())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 13: the response-head bounds do not hold for one read")
 @pytest.mark.parametrize("answer", [huge_head, many_interim_heads], ids=["100KiB-head", "5000-interim-heads"])
 def test_13_head_bounds_hold_in_one_read(
     scripted: Callable[[Script], Scripted], mock: MockFactory, gateway: GatewayFactory, answer: Callable[[], bytes]
@@ -777,7 +766,6 @@ def rate_limited(retry_after: int = 30) -> bytes:
     return http_json(error, status=429, reason=b"Too Many Requests", extra=b"retry-after: %d\r\n" % retry_after)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 14: one Retry-After takes a single-route model down")
 def test_14_retry_after_from_the_only_route_does_not_refuse_others(
     scripted: Callable[[Script], Scripted], gateway: GatewayFactory
 ) -> None:
@@ -791,7 +779,6 @@ def test_14_retry_after_from_the_only_route_does_not_refuse_others(
         assert len(up.requests) == n
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 14: every route rate-limited answers 503, not 429")
 def test_14_every_route_rate_limited_is_a_429_with_retry_after(
     scripted: Callable[[Script], Scripted], gateway: GatewayFactory
 ) -> None:
