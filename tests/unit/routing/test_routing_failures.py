@@ -5,6 +5,15 @@ from __future__ import annotations
 import pytest
 
 from proxy.routing import RETRYABLE, Failure, failure_kind, is_route_failure, summarize_failures
+from proxy.routing.failures import (
+    KIND_NAMES,
+    REJECTION_STATUS,
+    ROUTE_FAILURE,
+    TRIPS_AT_ONCE,
+    may_be_rejection,
+    rejection_message,
+    upstream_rejection,
+)
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 599])
@@ -54,3 +63,62 @@ RL, UN, TO, CT, SE, CO = (
 )
 def test_summary(outcomes: list[tuple[int, float]], expected: tuple[int, int | None]) -> None:
     assert summarize_failures(outcomes) == expected
+
+
+# Rejections of the gateway's own configuration (issue 17)
+
+
+def test_every_table_has_one_entry_per_kind() -> None:
+    from proxy.routing import failures
+
+    for table in (failures.ROUTE_FAILURE, failures.RETRYABLE, failures.HONOURS_RETRY_AFTER, TRIPS_AT_ONCE, KIND_NAMES):
+        assert len(table) == len(Failure)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_provider_401_or_403_is_the_gateways_credentials(status: int) -> None:
+    assert may_be_rejection(status)
+    kind = upstream_rejection(status, b'{"type":"error","error":{"type":"authentication_error"}}')
+    assert kind == Failure.UPSTREAM_AUTH
+    assert ROUTE_FAILURE[kind] and RETRYABLE[kind] and TRIPS_AT_ONCE[kind]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"error":{"message":"Invalid URL (POST /messages)","type":"invalid_request_error","param":null,"code":null}}',
+        b'{"type":"error","error":{"type":"not_found_error","message":"Not Found"}}',
+        b"<html><body>404 Not Found</body></html>",
+        b"",
+    ],
+)
+def test_a_404_on_the_endpoint_path_is_a_route_failure(body: bytes) -> None:
+    assert upstream_rejection(404, body) == Failure.UPSTREAM_PATH
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"error":{"message":"The model `gpt-9` does not exist","type":"invalid_request_error",'
+        b'"code":"model_not_found"}}',
+        b'{"type":"error","error":{"type":"not_found_error","message":"model: claude-9"}}',
+        b'{"object":"error","message":"The model `llama` does not exist.","type":"NotFoundError","code":404}',
+        b'{"error":"model \\"llama3\\" not found, try pulling it first"}',
+    ],
+)
+def test_a_404_for_a_model_stays_the_clients(body: bytes) -> None:
+    assert upstream_rejection(404, body) == Failure.CLIENT
+
+
+@pytest.mark.parametrize("status", [400, 409, 413, 422, 500])
+def test_other_statuses_are_not_rejections(status: int) -> None:
+    assert not may_be_rejection(status)
+    assert upstream_rejection(status, b"{}") == Failure.CLIENT
+
+
+def test_rejection_messages_name_the_provider_and_nothing_else() -> None:
+    message = rejection_message(Failure.UPSTREAM_AUTH, "anthropic")
+    assert message == "upstream authentication failed for provider 'anthropic'"
+    assert "base_url" in rejection_message(Failure.UPSTREAM_PATH, "anthropic")
+    assert REJECTION_STATUS == 502
+    assert summarize_failures([(Failure.UPSTREAM_AUTH, 0.0), (Failure.UPSTREAM_PATH, 0.0)]) == (502, None)
