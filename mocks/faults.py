@@ -4,7 +4,8 @@
 # refusing and resetting connections, stalling at every stage of a response, error statuses with or
 # without Retry-After, broken or conflicting framing, bodies that are not what they claim, bytes that
 # are not HTTP, SSE streams that stop early or carry garbage, huge responses, and keep-alive
-# connections closed while idle. `FAULTS` lists them with what each does.
+# connections closed while idle. `FAULTS` is the one table of them: name -> what it does (its doc)
+# and the handler that does it, with the bytes built by mocks/wire.py.
 #
 # Choosing a fault. A fault is a *spec*: a name plus optional parameters, `name;key=value;key=value`
 # (e.g. `status;code=529;retry_after=2`, `stall_mid_stream;after=3;cut=data`). Per request, the first
@@ -38,55 +39,13 @@ import socket
 import struct
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
 
-FAULTS: dict[str, str] = {
-    "ok": "a normal answer (JSON, or SSE when the request has stream=true); keep-alive; pad=N adds N bytes of text, "
-    "written in the same write as the head",
-    "refuse": "close the connection without a byte (on accept when it is the server default)",
-    "reset": "abort the connection with a TCP RST (SO_LINGER 0), on accept when it is the server default",
-    "stall_before_head": "read the request, then send nothing for stall_s seconds (default 60), then close",
-    "stall_mid_head": "send half a response head, then stall",
-    "stall_mid_body": "send a JSON head with its content-length and half the body, then stall",
-    "stall_mid_stream": "send an SSE head and `after` events (default 2), then stall; cut=boundary|size|data "
-    "stops between chunks, inside a chunk-size line, or inside a chunk's data",
-    "close_mid_stream": "like stall_mid_stream, but close (FIN) instead of stalling",
-    "reset_mid_stream": "like stall_mid_stream, but reset (RST) instead of stalling",
-    "reset_mid_body": "like stall_mid_body, but reset (RST) instead of stalling",
-    "status": "an error status: code (default 500), retry_after (seconds; absent = no header), "
-    "body=json|html|empty (default json, in the API's error shape)",
-    "truncated_body": "a JSON head whose content-length is larger than the body sent, then close",
-    "conflicting_framing": "both content-length and transfer-encoding: chunked",
-    "duplicate_length": "two different content-length headers",
-    "bad_chunk": "an SSE head and `after` good chunks (default 1), then a chunk size that is not hex",
-    "chunk_overflow": "an SSE head and `after` good chunks (default 1), then a chunk size that overflows 64 bits",
-    "unknown_coding": "transfer-encoding: gzip (no chunked): the body is delimited by the close",
-    "invalid_json_200": "a 200 whose JSON body is cut off",
-    "html_200": "a 200 with an HTML page, as a misconfigured proxy in front of a provider sends",
-    "empty_200": "a 200 with an empty body",
-    "not_http": "`size` random bytes (default 512) instead of a response, then close",
-    "huge_head": "a response head larger than any sane limit (`size` bytes of headers, default 256 KiB)",
-    "interim_100": "a 100 Continue head and the real answer in one write",
-    "sse_no_terminator": "a complete chunked SSE body without its terminator ([DONE] or message_stop)",
-    "sse_garbage": "an SSE stream with garbage lines (bad JSON, NUL bytes, unknown fields) between events",
-    "sse_bad_usage": "an SSE stream whose usage chunks are malformed (cut JSON, usage not an object, counts not numbers)",
-    "huge_response": "a valid JSON answer of `size` bytes (default 50 MB), written as fast as the reader reads",
-    "huge_stream": "a valid SSE stream of about `size` bytes (default 50 MB)",
-    "drip": "an SSE head, then a `: ping` comment every interval_s (default 0.05) forever",
-    "close_idle": "a normal answer, then close the keep-alive connection after after_s (default 0.05) idle; "
-    "rst=1 resets instead",
-    "echo_key": "a 401 whose body echoes the credential the request carried (a provider that reflects keys)",
-}
-CONNECTION_FAULTS = frozenset(("refuse", "reset"))
-_STREAMING_FAULTS = frozenset(
-    ("stall_mid_stream", "close_mid_stream", "reset_mid_stream", "bad_chunk", "chunk_overflow", "sse_no_terminator",
-     "sse_garbage", "sse_bad_usage", "huge_stream", "drip")
-)  # fmt: skip
-
+from mocks import wire
 
 # Specs
 
@@ -167,36 +126,19 @@ class FaultConfig:
 # Bytes
 
 
-_REASONS = {200: "OK", 100: "Continue", 401: "Unauthorized", 429: "Too Many Requests", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout", 529: "Overloaded"}  # fmt: skip
-_SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
-
-
-def status_line(status: int) -> bytes:
-    return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode("ascii")
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-def json_head(status: int, length: int, extra: bytes = b"") -> bytes:
-    return status_line(status) + b"content-type: application/json\r\ncontent-length: %d\r\n%b\r\n" % (length, extra)
-
-
 def answer_body(kind: str, model: str, text: str) -> bytes:
     """A complete non-streamed answer in the API's shape."""
+    out = max(1, len(text) // 4)
     if kind == "anthropic":
         return orjson.dumps({
             "id": "msg_fault", "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": 1, "output_tokens": max(1, len(text) // 4)},
+            "usage": {"input_tokens": 1, "output_tokens": out},
         })  # fmt: skip
     return orjson.dumps({
         "id": "chatcmpl-fault", "object": "chat.completion", "created": 1700000000, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": max(1, len(text) // 4), "total_tokens": 1 + max(1, len(text) // 4)},
+        "usage": {"prompt_tokens": 1, "completion_tokens": out, "total_tokens": 1 + out},
     })  # fmt: skip
 
 
@@ -219,14 +161,16 @@ class Events:
         if self.kind == "anthropic":
             start = {"type": "message_start", "message": {
                 "id": "msg_fault", "type": "message", "role": "assistant", "model": self.model, "content": [],
-                "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 0}}}  # fmt: skip
+                "stop_reason": None, "stop_sequence": None,
+                "usage": {"input_tokens": 1, "output_tokens": 0}}}  # fmt: skip
             block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
             return [self._anthropic(start), self._anthropic(block)]
         return [self._openai({"role": "assistant", "content": ""}, None)]
 
     def token(self, text: str) -> bytes:
         if self.kind == "anthropic":
-            return self._anthropic({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})
+            delta = {"type": "text_delta", "text": text}
+            return self._anthropic({"type": "content_block_delta", "index": 0, "delta": delta})
         return self._openai({"content": text}, None)
 
     def finish(self) -> list[bytes]:
@@ -501,7 +445,7 @@ class FaultProtocol(asyncio.Protocol):
                     fault = server.choose(req)
                 except ValueError as exc:
                     body = error_body("openai", 400, str(exc))
-                    self.write(json_head(400, len(body)) + body)
+                    self.write(wire.json_head(400, len(body)) + body)
                     keep_going = req.keep_alive
                 else:
                     server.faults[fault.name] += 1
@@ -538,209 +482,381 @@ class FaultProtocol(asyncio.Protocol):
         else:
             status, payload = 404, {"error": f"unknown control endpoint {req.path}"}
         body = orjson.dumps(payload)
-        self.write(json_head(status, len(body)) + body)
+        self.write(wire.json_head(status, len(body)) + body)
 
     async def _run(self, fault: Fault, req: FaultRequest) -> bool:
         """Play one fault; True when the connection may carry another request."""
-        kind = fault.params.get("kind") or ("anthropic" if req.path.endswith("/messages") else "openai")
+        return await FAULTS[fault.name].play(Play(self, fault, req))
+
+
+# The faults: one handler each, and the table
+
+
+class Play:
+    """One fault being played on one request: the connection to write to and what the answer is made of."""
+
+    __slots__ = ("body", "conn", "events", "fault", "gap_s", "kind", "model", "pad", "req", "stall_s", "stream",
+                 "tokens")  # fmt: skip
+
+    def __init__(self, conn: FaultProtocol, fault: Fault, req: FaultRequest) -> None:
+        self.conn = conn
+        self.fault = fault
+        self.req = req
+        self.kind = fault.params.get("kind") or ("anthropic" if req.path.endswith("/messages") else "openai")
         try:
             payload = orjson.loads(req.body) if req.body else {}
         except orjson.JSONDecodeError:
             payload = {}
         if not isinstance(payload, dict):
             payload = {}
-        model = str(payload.get("model", "fault-model"))
-        stream = payload.get("stream") is True or fault.name in _STREAMING_FAULTS
-        events = Events(kind, model)
-        tokens = fault.integer("tokens", self.server.config.tokens)
-        pad = "x" * fault.integer("pad", 0)
-        text = " ".join(f"tok{i}" for i in range(tokens)) + pad
-        body = answer_body(kind, model, text)
-        stall_s = fault.num("stall_s", 60.0)
-        gap_s = fault.num("gap_s", 0.02)  # between the writes of a fault, so they arrive as separate reads
-        name = fault.name
+        self.model = str(payload.get("model", "fault-model"))
+        self.stream = payload.get("stream") is True or FAULTS[fault.name].streams
+        self.events = Events(self.kind, self.model)
+        self.tokens = fault.integer("tokens", conn.server.config.tokens)
+        self.pad = "x" * fault.integer("pad", 0)
+        self.body = answer_body(self.kind, self.model, " ".join(f"tok{i}" for i in range(self.tokens)) + self.pad)
+        self.stall_s = fault.num("stall_s", 60.0)
+        self.gap_s = fault.num("gap_s", 0.02)  # between the writes of a fault, so they arrive as separate reads
 
-        if name == "ok" or name == "close_idle":
-            if stream:
-                first = chunk(events.token(pad)) if pad else b""
-                self.write(_SSE_HEAD + b"".join(chunk(e) for e in events.prelude()) + first)
-                for i in range(tokens):
-                    self.write(chunk(events.token(f"tok{i} ")))
-                self.write(b"".join(chunk(e) for e in events.finish()) + chunk(events.terminator()) + _LAST_CHUNK)
-            else:
-                self.write(json_head(200, len(body)) + body)
-            if name == "close_idle":
-                rst = fault.params.get("rst") == "1"
-                self.idle_handle = self.server.loop.call_later(
-                    fault.num("after_s", 0.05), self.abort if rst else self.close
-                )
-            return True
-        if name == "refuse":
-            self.close()
-            return False
-        if name == "reset":
-            self.abort()
-            return False
-        if name == "stall_before_head":
-            await asyncio.sleep(stall_s)
-            return False
-        if name == "stall_mid_head":
-            self.write(status_line(200) + b"content-type: application/json\r\ncontent-le")
-            await asyncio.sleep(stall_s)
-            return False
-        if name in ("stall_mid_body", "reset_mid_body", "truncated_body"):
-            self.write(json_head(200, len(body)) + body[: len(body) // 2])
-            await asyncio.sleep(gap_s)
-            if name == "stall_mid_body":
-                await asyncio.sleep(stall_s)
-            elif name == "reset_mid_body":
-                self.abort()
-            return False
-        if name in ("stall_mid_stream", "close_mid_stream", "reset_mid_stream"):
-            after = fault.integer("after", 2)
-            self.write(_SSE_HEAD + b"".join(chunk(e) for e in events.prelude()))
-            for i in range(after):
-                await asyncio.sleep(gap_s)
-                self.write(chunk(events.token(f"tok{i} ")))
-            await asyncio.sleep(gap_s)
-            cut = fault.params.get("cut", "boundary")
-            piece = chunk(events.token("cut "))
-            if cut == "size":
-                self.write(piece[:1])  # the first digit of the next chunk's size line
-            elif cut == "data":
-                self.write(piece[: len(piece) // 2])
-            await asyncio.sleep(gap_s)
-            if name == "stall_mid_stream":
-                await asyncio.sleep(stall_s)
-            elif name == "reset_mid_stream":
-                self.abort()
-            return False
-        if name == "status":
-            code = fault.integer("code", 500)
-            extra = b""
-            if "retry_after" in fault.params:
-                extra = b"retry-after: %b\r\n" % fault.params["retry_after"].encode("latin-1")
-            what = fault.params.get("body", "json")
-            if what == "html":
-                page = b"<html><body><h1>%d</h1>upstream error</body></html>" % code
-                self.write(status_line(code) + b"content-type: text/html\r\ncontent-length: %d\r\n%b\r\n%b"
-                           % (len(page), extra, page))  # fmt: skip
-            elif what == "empty":
-                self.write(status_line(code) + b"content-length: 0\r\n" + extra + b"\r\n")
-            else:
-                err = error_body(kind, code, f"injected {code}")
-                self.write(json_head(code, len(err), extra) + err)
-            return True
-        if name == "conflicting_framing":
-            self.write(status_line(200) + b"content-type: application/json\r\ncontent-length: %d\r\n"
-                       b"transfer-encoding: chunked\r\n\r\n%b%b" % (len(body), chunk(body), _LAST_CHUNK))  # fmt: skip
-            return False
-        if name == "duplicate_length":
-            self.write(status_line(200) + b"content-type: application/json\r\ncontent-length: %d\r\n"
-                       b"content-length: %d\r\n\r\n%b" % (len(body), len(body) + 10, body))  # fmt: skip
-            return False
-        if name in ("bad_chunk", "chunk_overflow"):
-            self.write(_SSE_HEAD)
-            for i in range(fault.integer("after", 1)):
-                await asyncio.sleep(gap_s)
-                self.write(chunk(events.token(f"tok{i} ")))
-            await asyncio.sleep(gap_s)
-            self.write(b"zz\r\nnot a chunk\r\n" if name == "bad_chunk" else b"1" + b"0" * 20 + b"\r\nxx\r\n")
-            await asyncio.sleep(gap_s)
-            return False
-        if name == "unknown_coding":
-            self.write(status_line(200) + b"content-type: text/event-stream\r\ntransfer-encoding: gzip\r\n\r\n")
-            await asyncio.sleep(gap_s)
-            self.write(b"".join(events.prelude()) + events.token("tok "))
-            await asyncio.sleep(gap_s)
-            return False
-        if name == "invalid_json_200":
-            broken = body[: len(body) // 2]
-            self.write(json_head(200, len(broken)) + broken)
-            return True
-        if name == "html_200":
-            page = b"<!doctype html><html><body>Welcome to nginx!</body></html>"
-            self.write(status_line(200) + b"content-type: text/html\r\ncontent-length: %d\r\n\r\n%b" % (len(page), page))
-            return True
-        if name == "empty_200":
-            self.write(status_line(200) + b"content-type: application/json\r\ncontent-length: 0\r\n\r\n")
-            return True
-        if name == "not_http":
-            self.write(self.server.rng.randbytes(fault.integer("size", 512)))
-            await asyncio.sleep(gap_s)
-            return False
-        if name == "huge_head":
-            size = fault.integer("size", 256 * 1024)
-            filler = b"".join(b"x-filler-%d: %b\r\n" % (i, b"f" * 1000) for i in range(size // 1000 + 1))
-            self.write(status_line(200) + filler)
-            await asyncio.sleep(gap_s)
-            self.write(b"content-length: %d\r\n\r\n%b" % (len(body), body))
-            return False
-        if name == "interim_100":
-            self.write(status_line(100) + b"\r\n" + json_head(200, len(body)) + body)
-            return True
-        if name == "sse_no_terminator":
-            self.write(_SSE_HEAD + b"".join(chunk(e) for e in events.prelude()))
-            for i in range(fault.integer("after", 3)):
-                self.write(chunk(events.token(f"tok{i} ")))
-            self.write(b"".join(chunk(e) for e in events.finish()) + _LAST_CHUNK)
-            return True
-        if name == "sse_garbage":
-            garbage = [b"data: {not json\n\n", b"\x00\xff\xfe garbage\n\n", b"event: bogus\nretry: x\nid: \x01\n\n",
-                       b"just text without a field\n\n", b"data: [DONE]x\n\n", b":\n\n"]  # fmt: skip
-            out = [chunk(e) for e in events.prelude()]
-            for i, junk in enumerate(garbage):
-                out.append(chunk(events.token(f"tok{i} ")))
-                out.append(chunk(junk))
-            out += [chunk(e) for e in events.finish()]
-            self.write(_SSE_HEAD + b"".join(out) + chunk(events.terminator()) + _LAST_CHUNK)
-            return True
-        if name == "sse_bad_usage":
-            bad = [b'data: {"id":"x","choices":[],"usage":{"prompt_tokens":\n\n', b'data: {"id":"x","choices":[],"usage":5}\n\n',
-                   b'data: {"id":"x","choices":[],"usage":{"prompt_tokens":"many","completion_tokens":[1]}}\n\n',
-                   b'data: {"id":"x","choices":[],"usage":{"prompt_tokens":1e400}}\n\n']  # fmt: skip
-            out = [chunk(e) for e in events.prelude()] + [chunk(events.token("tok "))] + [chunk(b) for b in bad]
-            out += [chunk(e) for e in events.finish()]
-            self.write(_SSE_HEAD + b"".join(out) + chunk(events.terminator()) + _LAST_CHUNK)
-            return True
-        if name == "huge_response":
-            size = fault.integer("size", 50_000_000)
-            head = b'{"id":"chatcmpl-fault","object":"chat.completion","created":1700000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"'
-            tail = b'"},"finish_reason":"stop"}]}'
-            filler = max(0, size - len(head) - len(tail))
-            self.write(json_head(200, len(head) + filler + len(tail)) + head)
-            block = b"a" * 65536
-            while filler > 0:
-                await self.drain()
-                piece = block if filler >= len(block) else block[:filler]
-                self.write(piece)
-                filler -= len(piece)
-            await self.drain()
-            self.write(tail)
-            return True
-        if name == "huge_stream":
-            size = fault.integer("size", 50_000_000)
-            self.write(_SSE_HEAD + b"".join(chunk(e) for e in events.prelude()))
-            token = chunk(events.token("x" * 4000))
-            sent = 0
-            while sent < size:
-                await self.drain()
-                self.write(token * 16)
-                sent += len(token) * 16
-            self.write(b"".join(chunk(e) for e in events.finish()) + chunk(events.terminator()) + _LAST_CHUNK)
-            return True
-        if name == "drip":
-            interval = fault.num("interval_s", 0.05)
-            self.write(_SSE_HEAD + b"".join(chunk(e) for e in events.prelude()))
-            while True:
-                await asyncio.sleep(interval)
-                self.write(chunk(b": ping\n\n"))
-        if name == "echo_key":
-            credential = req.header("authorization") or req.header("x-api-key") or ""
-            err = error_body(kind, 401, f"Incorrect API key provided: {credential}")
-            self.write(json_head(401, len(err)) + err)
-            return True
-        raise AssertionError(f"fault {name!r} has no behaviour")  # FAULTS and this function disagree
+    def write(self, data: bytes) -> None:
+        self.conn.write(data)
+
+    async def gap(self) -> None:
+        await asyncio.sleep(self.gap_s)
+
+    def prelude(self) -> bytes:
+        """The SSE head and the events before the first token, chunk-framed."""
+        return wire.sse_head() + b"".join(wire.chunk(e) for e in self.events.prelude())
+
+    def token(self, i: int | str) -> bytes:
+        return wire.chunk(self.events.token(i if isinstance(i, str) else f"tok{i} "))
+
+    def finish(self, terminator: bool = True) -> bytes:
+        """The events after the last token, the terminator unless told otherwise, and the last chunk."""
+        end = [wire.chunk(e) for e in self.events.finish()]
+        if terminator:
+            end.append(wire.chunk(self.events.terminator()))
+        return b"".join(end) + wire.CHUNK_END
+
+
+async def _ok(p: Play) -> bool:
+    if p.stream:
+        p.write(p.prelude() + (p.token(p.pad) if p.pad else b""))
+        for i in range(p.tokens):
+            p.write(p.token(i))
+        p.write(p.finish())
+    else:
+        p.write(wire.json_head(200, len(p.body)) + p.body)
+    return True
+
+
+async def _close_idle(p: Play) -> bool:
+    await _ok(p)
+    conn = p.conn
+    conn.idle_handle = conn.server.loop.call_later(p.fault.num("after_s", 0.05),
+                                                   conn.abort if p.fault.params.get("rst") == "1" else conn.close)
+    return True
+
+
+async def _refuse(p: Play) -> bool:
+    p.conn.close()
+    return False
+
+
+async def _reset(p: Play) -> bool:
+    p.conn.abort()
+    return False
+
+
+async def _stall_before_head(p: Play) -> bool:
+    await asyncio.sleep(p.stall_s)
+    return False
+
+
+async def _stall_mid_head(p: Play) -> bool:
+    p.write(wire.status_line(200) + b"content-type: application/json\r\ncontent-le")
+    await asyncio.sleep(p.stall_s)
+    return False
+
+
+def _half_body(then: str) -> Callable[[Play], Awaitable[bool]]:
+    """A JSON head with its content-length and half the body; then stall, reset or close."""
+
+    async def play(p: Play) -> bool:
+        p.write(wire.json_head(200, len(p.body)) + p.body[: len(p.body) // 2])
+        await p.gap()
+        if then == "stall":
+            await asyncio.sleep(p.stall_s)
+        elif then == "reset":
+            p.conn.abort()
+        return False
+
+    return play
+
+
+def _mid_stream(then: str) -> Callable[[Play], Awaitable[bool]]:
+    """An SSE head and `after` events, cut where `cut=` says; then stall, close or reset."""
+
+    async def play(p: Play) -> bool:
+        p.write(p.prelude())
+        for i in range(p.fault.integer("after", 2)):
+            await p.gap()
+            p.write(p.token(i))
+        await p.gap()
+        cut = p.fault.params.get("cut", "boundary")
+        piece = p.token("cut ")
+        if cut == "size":
+            p.write(piece[:1])  # the first digit of the next chunk's size line
+        elif cut == "data":
+            p.write(piece[: len(piece) // 2])
+        await p.gap()
+        if then == "stall":
+            await asyncio.sleep(p.stall_s)
+        elif then == "reset":
+            p.conn.abort()
+        return False
+
+    return play
+
+
+async def _status(p: Play) -> bool:
+    code = p.fault.integer("code", 500)
+    extra = b""
+    if "retry_after" in p.fault.params:
+        extra = b"retry-after: %b\r\n" % p.fault.params["retry_after"].encode("latin-1")
+    what = p.fault.params.get("body", "json")
+    if what == "html":
+        page = b"<html><body><h1>%d</h1>upstream error</body></html>" % code
+        p.write(wire.status_line(code) + b"content-type: text/html\r\ncontent-length: %d\r\n%b\r\n%b"
+                % (len(page), extra, page))  # fmt: skip
+    elif what == "empty":
+        p.write(wire.status_line(code) + b"content-length: 0\r\n" + extra + b"\r\n")
+    else:
+        err = error_body(p.kind, code, f"injected {code}")
+        p.write(wire.json_head(code, len(err), extra) + err)
+    return True
+
+
+async def _conflicting_framing(p: Play) -> bool:
+    p.write(wire.status_line(200) + b"content-type: application/json\r\ncontent-length: %d\r\n"
+            b"transfer-encoding: chunked\r\n\r\n%b%b" % (len(p.body), wire.chunk(p.body), wire.CHUNK_END))  # fmt: skip
+    return False
+
+
+async def _duplicate_length(p: Play) -> bool:
+    p.write(wire.status_line(200) + b"content-type: application/json\r\ncontent-length: %d\r\n"
+            b"content-length: %d\r\n\r\n%b" % (len(p.body), len(p.body) + 10, p.body))  # fmt: skip
+    return False
+
+
+def _bad_chunk_size(size_line: bytes) -> Callable[[Play], Awaitable[bool]]:
+    """An SSE head and `after` good chunks, then `size_line` where a chunk size belongs."""
+
+    async def play(p: Play) -> bool:
+        p.write(wire.sse_head())
+        for i in range(p.fault.integer("after", 1)):
+            await p.gap()
+            p.write(p.token(i))
+        await p.gap()
+        p.write(size_line)
+        await p.gap()
+        return False
+
+    return play
+
+
+async def _unknown_coding(p: Play) -> bool:
+    p.write(wire.status_line(200) + b"content-type: text/event-stream\r\ntransfer-encoding: gzip\r\n\r\n")
+    await p.gap()
+    p.write(b"".join(p.events.prelude()) + p.events.token("tok "))
+    await p.gap()
+    return False
+
+
+async def _invalid_json_200(p: Play) -> bool:
+    broken = p.body[: len(p.body) // 2]
+    p.write(wire.json_head(200, len(broken)) + broken)
+    return True
+
+
+async def _html_200(p: Play) -> bool:
+    page = b"<!doctype html><html><body>Welcome to nginx!</body></html>"
+    p.write(wire.status_line(200) + b"content-type: text/html\r\ncontent-length: %d\r\n\r\n%b" % (len(page), page))
+    return True
+
+
+async def _empty_200(p: Play) -> bool:
+    p.write(wire.json_head(200, 0))
+    return True
+
+
+async def _not_http(p: Play) -> bool:
+    p.write(p.conn.server.rng.randbytes(p.fault.integer("size", 512)))
+    await p.gap()
+    return False
+
+
+async def _huge_head(p: Play) -> bool:
+    size = p.fault.integer("size", 256 * 1024)
+    filler = b"".join(b"x-filler-%d: %b\r\n" % (i, b"f" * 1000) for i in range(size // 1000 + 1))
+    p.write(wire.status_line(200) + filler)
+    await p.gap()
+    p.write(b"content-length: %d\r\n\r\n%b" % (len(p.body), p.body))
+    return False
+
+
+async def _interim_100(p: Play) -> bool:
+    p.write(wire.CONTINUE_100 + wire.json_head(200, len(p.body)) + p.body)
+    return True
+
+
+async def _sse_no_terminator(p: Play) -> bool:
+    p.write(p.prelude())
+    for i in range(p.fault.integer("after", 3)):
+        p.write(p.token(i))
+    p.write(p.finish(terminator=False))
+    return True
+
+
+_GARBAGE = (b"data: {not json\n\n", b"\x00\xff\xfe garbage\n\n", b"event: bogus\nretry: x\nid: \x01\n\n",
+            b"just text without a field\n\n", b"data: [DONE]x\n\n", b":\n\n")  # fmt: skip
+
+
+async def _sse_garbage(p: Play) -> bool:
+    out = [p.prelude()]
+    for i, junk in enumerate(_GARBAGE):
+        out += [p.token(i), wire.chunk(junk)]
+    p.write(b"".join(out) + p.finish())
+    return True
+
+
+_BAD_USAGE = (b'data: {"id":"x","choices":[],"usage":{"prompt_tokens":\n\n',
+              b'data: {"id":"x","choices":[],"usage":5}\n\n',
+              b'data: {"id":"x","choices":[],"usage":{"prompt_tokens":"many","completion_tokens":[1]}}\n\n',
+              b'data: {"id":"x","choices":[],"usage":{"prompt_tokens":1e400}}\n\n')  # fmt: skip
+
+
+async def _sse_bad_usage(p: Play) -> bool:
+    p.write(p.prelude() + p.token("tok ") + b"".join(wire.chunk(b) for b in _BAD_USAGE) + p.finish())
+    return True
+
+
+_HUGE_HEAD = (b'{"id":"chatcmpl-fault","object":"chat.completion","created":1700000000,"model":"m",'
+              b'"choices":[{"index":0,"message":{"role":"assistant","content":"')  # fmt: skip
+_HUGE_TAIL = b'"},"finish_reason":"stop"}]}'
+
+
+async def _huge_response(p: Play) -> bool:
+    filler = max(0, p.fault.integer("size", 50_000_000) - len(_HUGE_HEAD) - len(_HUGE_TAIL))
+    p.write(wire.json_head(200, len(_HUGE_HEAD) + filler + len(_HUGE_TAIL)) + _HUGE_HEAD)
+    block = b"a" * 65536
+    while filler > 0:
+        await p.conn.drain()
+        piece = block if filler >= len(block) else block[:filler]
+        p.write(piece)
+        filler -= len(piece)
+    await p.conn.drain()
+    p.write(_HUGE_TAIL)
+    return True
+
+
+async def _huge_stream(p: Play) -> bool:
+    size = p.fault.integer("size", 50_000_000)
+    p.write(p.prelude())
+    sixteen = p.token("x" * 4000) * 16
+    sent = 0
+    while sent < size:
+        await p.conn.drain()
+        p.write(sixteen)
+        sent += len(sixteen)
+    p.write(p.finish())
+    return True
+
+
+async def _drip(p: Play) -> bool:
+    interval = p.fault.num("interval_s", 0.05)
+    p.write(p.prelude())
+    ping = wire.chunk(b": ping\n\n")
+    while True:
+        await asyncio.sleep(interval)
+        p.write(ping)
+
+
+async def _echo_key(p: Play) -> bool:
+    credential = p.req.header("authorization") or p.req.header("x-api-key") or ""
+    err = error_body(p.kind, 401, f"Incorrect API key provided: {credential}")
+    p.write(wire.json_head(401, len(err)) + err)
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """What a fault does (`doc`), the handler that does it, and two facts about it: `streams`, it always
+    answers with an SSE stream; `on_accept`, as the server default it acts on accept, before any request."""
+
+    doc: str
+    play: Callable[[Play], Awaitable[bool]]  # True: the connection may carry another request
+    streams: bool = False
+    on_accept: bool = False
+
+
+FAULTS: dict[str, Behaviour] = {
+    "ok": Behaviour("a normal answer (JSON, or SSE when the request has stream=true); keep-alive; pad=N adds N "
+                    "bytes of text, written in the same write as the head", _ok),
+    "refuse": Behaviour("close the connection without a byte (on accept when it is the server default)", _refuse,
+                        on_accept=True),
+    "reset": Behaviour("abort the connection with a TCP RST (SO_LINGER 0), on accept when it is the server default",
+                       _reset, on_accept=True),
+    "stall_before_head": Behaviour("read the request, then send nothing for stall_s seconds (default 60), then close",
+                                   _stall_before_head),
+    "stall_mid_head": Behaviour("send half a response head, then stall", _stall_mid_head),
+    "stall_mid_body": Behaviour("send a JSON head with its content-length and half the body, then stall",
+                                _half_body("stall")),
+    "stall_mid_stream": Behaviour("send an SSE head and `after` events (default 2), then stall; cut=boundary|size|data "
+                                  "stops between chunks, inside a chunk-size line, or inside a chunk's data",
+                                  _mid_stream("stall"), streams=True),
+    "close_mid_stream": Behaviour("like stall_mid_stream, but close (FIN) instead of stalling", _mid_stream("close"),
+                                  streams=True),
+    "reset_mid_stream": Behaviour("like stall_mid_stream, but reset (RST) instead of stalling", _mid_stream("reset"),
+                                  streams=True),
+    "reset_mid_body": Behaviour("like stall_mid_body, but reset (RST) instead of stalling", _half_body("reset")),
+    "status": Behaviour("an error status: code (default 500; any number, even outside 100-599), retry_after "
+                        "(seconds; absent = no header), body=json|html|empty (default json, in the API's error "
+                        "shape)", _status),
+    "truncated_body": Behaviour("a JSON head whose content-length is larger than the body sent, then close",
+                                _half_body("close")),
+    "conflicting_framing": Behaviour("both content-length and transfer-encoding: chunked", _conflicting_framing),
+    "duplicate_length": Behaviour("two different content-length headers", _duplicate_length),
+    "bad_chunk": Behaviour("an SSE head and `after` good chunks (default 1), then a chunk size that is not hex",
+                           _bad_chunk_size(b"zz\r\nnot a chunk\r\n"), streams=True),
+    "chunk_overflow": Behaviour("an SSE head and `after` good chunks (default 1), then a chunk size that overflows "
+                                "64 bits", _bad_chunk_size(b"1" + b"0" * 20 + b"\r\nxx\r\n"), streams=True),
+    "unknown_coding": Behaviour("transfer-encoding: gzip (no chunked): the body is delimited by the close",
+                                _unknown_coding),
+    "invalid_json_200": Behaviour("a 200 whose JSON body is cut off", _invalid_json_200),
+    "html_200": Behaviour("a 200 with an HTML page, as a misconfigured proxy in front of a provider sends", _html_200),
+    "empty_200": Behaviour("a 200 with an empty body", _empty_200),
+    "not_http": Behaviour("`size` random bytes (default 512) instead of a response, then close", _not_http),
+    "huge_head": Behaviour("a response head larger than any sane limit (`size` bytes of headers, default 256 KiB)",
+                           _huge_head),
+    "interim_100": Behaviour("a 100 Continue head and the real answer in one write", _interim_100),
+    "sse_no_terminator": Behaviour("a complete chunked SSE body without its terminator ([DONE] or message_stop)",
+                                   _sse_no_terminator, streams=True),
+    "sse_garbage": Behaviour("an SSE stream with garbage lines (bad JSON, NUL bytes, unknown fields) between events",
+                             _sse_garbage, streams=True),
+    "sse_bad_usage": Behaviour("an SSE stream whose usage chunks are malformed (cut JSON, usage not an object, counts "
+                               "not numbers)", _sse_bad_usage, streams=True),
+    "huge_response": Behaviour("a valid JSON answer of `size` bytes (default 50 MB), written as fast as the reader "
+                               "reads", _huge_response),
+    "huge_stream": Behaviour("a valid SSE stream of about `size` bytes (default 50 MB)", _huge_stream, streams=True),
+    "drip": Behaviour("an SSE head, then a `: ping` comment every interval_s (default 0.05) forever", _drip,
+                      streams=True),
+    "close_idle": Behaviour("a normal answer, then close the keep-alive connection after after_s (default 0.05) "
+                            "idle; rst=1 resets instead", _close_idle),
+    "echo_key": Behaviour("a 401 whose body echoes the credential the request carried (a provider that reflects "
+                          "keys)", _echo_key),
+}  # fmt: skip
+CONNECTION_FAULTS = frozenset(name for name, b in FAULTS.items() if b.on_accept)
 
 
 # Helpers for addresses that misbehave below HTTP
@@ -782,9 +898,12 @@ def blackhole_port() -> Iterator[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mocks.faults", description="Run a fault-injection provider.",
                                 epilog="faults: " + ", ".join(FAULTS))  # fmt: skip
-    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="address to bind (default: %(default)s)")
-    p.add_argument("--fault", default="ok", metavar="SPEC", help="default fault spec, e.g. 'status;code=529;retry_after=1'")
-    p.add_argument("--mix", default="", metavar="SPEC=W,...", help="weighted faults drawn per request, e.g. 'ok=8,reset=1'")
+    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="address to bind (default: %(default)s)")
+    p.add_argument("--fault", default="ok", metavar="SPEC",
+                   help="default fault spec, e.g. 'status;code=529;retry_after=1'")
+    p.add_argument("--mix", default="", metavar="SPEC=W,...",
+                   help="weighted faults drawn per request, e.g. 'ok=8,reset=1'")
     p.add_argument("--seed", type=int, default=None, help="RNG seed for the mix and random bytes")
     p.add_argument("--tokens", type=int, default=8, help="tokens per normal answer")
     p.add_argument("--list", action="store_true", help="list the faults and exit")
@@ -796,8 +915,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
-        for name, doc in FAULTS.items():
-            print(f"{name:20} {doc}")
+        for name, behaviour in FAULTS.items():
+            print(f"{name:20} {behaviour.doc}")
         return 0
     host, sep, port = args.listen.rpartition(":")
     if not sep or not port.isdigit():

@@ -41,6 +41,11 @@ def reason_phrase(status: int) -> str:
 
 STATUS_LINE: dict[int, bytes] = {s: b"HTTP/1.1 %d %s\r\n" % (s, _reason(s)) for s in range(100, 600)}
 
+
+def status_line(status: int) -> bytes:
+    """The status line of any status, even one HTTP does not allow (a fault mock sends those on purpose)."""
+    return STATUS_LINE.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
+
 HEAD_END = b"\r\n\r\n"
 CLOSE_HEAD_END = b"\r\nconnection: close\r\n\r\n"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -174,7 +179,12 @@ def json_reply(status: int, obj: Any, id_header: bytes = b"", extra: bytes = b""
     return Reply(status, (head + body,), timed=timed)
 
 
-def sse_head(id_header: bytes) -> bytes:
+def json_head(status: int, length: int, extra: bytes = b"") -> bytes:
+    """The head of a JSON response of `length` bytes. `extra`: full header lines ending in CRLF."""
+    return b"%s%s%d\r\n%s\r\n" % (status_line(status), _JSON_HEAD, length, extra)
+
+
+def sse_head(id_header: bytes = b"") -> bytes:
     """The head of a 200 SSE response with a chunked body."""
     return b"%s%s%s%s\r\n" % (STATUS_LINE[200], _SSE_HEAD, id_header, _CHUNKED)
 
