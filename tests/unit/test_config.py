@@ -118,3 +118,114 @@ def test_ipv6_and_default_ports() -> None:
     provider = config.from_table(table, {}).providers[0]
     assert provider.host == "::1" and provider.base_path == "/v1"
     assert provider.fixed_headers == b"host: [::1]:8000\r\n"
+
+
+# Misconfiguration caught at start (issue 17)
+
+ANTHROPIC = "[[providers]]\nname = 'claude'\nkind = 'anthropic'\napi_key_env = 'ANTHROPIC_API_KEY'\n"
+
+
+@pytest.mark.parametrize("env", [{}, {"ANTHROPIC_API_KEY": ""}, {"ANTHROPIC_API_KEY": "  \n"}])
+def test_an_unset_or_empty_key_variable_is_an_error_naming_it(tmp_path: Path, env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, ANTHROPIC, env)
+    message = str(info.value)
+    assert message.startswith("providers[0].api_key_env: the environment variable ANTHROPIC_API_KEY is unset or empty")
+    assert "allow_missing_keys" in message
+
+
+def test_allow_missing_keys_marks_the_provider_unusable(tmp_path: Path) -> None:
+    settings = load_text(tmp_path, "[server]\nallow_missing_keys = true\n" + ANTHROPIC, {})
+    assert settings.unusable == ((0, "its key variable ANTHROPIC_API_KEY is unset or empty"),)
+    assert settings.providers[0].api_key is None
+    assert b"x-api-key" not in settings.providers[0].fixed_headers
+    assert any("providers[0].api_key_env: provider 'claude' is unusable" in w for w in settings.warnings)
+
+
+def test_a_key_with_a_trailing_newline_is_trimmed_with_a_warning(tmp_path: Path) -> None:
+    secret = "sk-ant-SECRET-VALUE"
+    settings = load_text(tmp_path, ANTHROPIC, {"ANTHROPIC_API_KEY": secret + "\n"})
+    assert settings.providers[0].api_key == secret
+    assert b"x-api-key: sk-ant-SECRET-VALUE\r\nanthropic-version" in settings.providers[0].fixed_headers
+    assert settings.warnings == (
+        "providers[0].api_key_env: the value of ANTHROPIC_API_KEY had surrounding whitespace or a line break; "
+        "it was trimmed",
+    )
+    assert all(secret not in w for w in settings.warnings)
+
+
+@pytest.mark.parametrize("value", ["sk-a\nb", "sk a", "sk-\x00", "sk-é"])
+def test_a_key_that_cannot_go_in_a_header_is_refused_without_showing_it(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, ANTHROPIC, {"ANTHROPIC_API_KEY": value})
+    assert "ANTHROPIC_API_KEY" in str(info.value) and value not in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8000", "http://10.0.0.5:8000/"])
+def test_a_base_url_without_the_version_prefix_is_corrected(kind: str, url: str) -> None:
+    table = {"providers": [{"name": "p", "kind": kind, "base_url": url, "api_key": "k"}]}
+    settings = config.from_table(table, {})
+    provider = settings.providers[0]
+    assert provider.base_path == "/v1" and provider.base_url == "http://10.0.0.5:8000/v1"
+    assert provider.path("/messages") == b"/v1/messages"
+    assert settings.warnings == (
+        f"providers[0].base_url: {url!r} has no version prefix; using 'http://10.0.0.5:8000/v1' "
+        "(write it as the OpenAI SDK does, ending in /v1)",
+    )
+
+
+def test_a_local_base_url_is_taken_as_written() -> None:
+    settings = config.from_table({"providers": [{"name": "p", "kind": "local", "base_url": "http://h:1"}]}, {})
+    assert settings.providers[0].base_path == "" and settings.warnings == ()
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[[providers]]\nname = 'x'\nkind = 'local'\nbase_ur = 'http://h/v1'",
+         "providers[0].base_ur: unknown key 'base_ur' (did you mean 'base_url'?)"),
+        ("[server]\nlisen = '127.0.0.1:1'", "server.lisen: unknown key 'lisen' (did you mean 'listen'?)"),
+        ("[routr]\n", "routr: unknown key 'routr' (did you mean 'router'?)"),
+        ("[router]\nstrategi = 'priority'", "router.strategi: unknown key 'strategi' (did you mean 'strategy'?)"),
+        ("[[providers]]\nname='x'\nkind='local'\nbase_url='http://h/v1'\n[[models]]\nname='m'\n"
+         "routes=[{provider='x', model='y', wieght=2}]",
+         "models[0].routes[0].wieght: unknown key 'wieght' (did you mean 'weight'?)"),
+        ("zzz = 1", "zzz: unknown key 'zzz'"),
+    ],
+)  # fmt: skip
+def test_a_typo_gets_a_suggestion(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, text)
+    assert str(info.value) == message
+
+
+def test_zero_providers_is_a_warning() -> None:
+    assert any("no providers are configured" in w for w in config.load(None, env={}).warnings)
+    assert config.load(None, env={"OPENAI_API_KEY": "sk-a"}).warnings == ()
+
+
+def test_operations_settings_and_their_defaults(tmp_path: Path) -> None:
+    defaults = config.from_table({}, {}).server
+    assert (defaults.allow_missing_keys, defaults.allow_request_overrides) == (False, False)
+    assert (defaults.max_request_tags, defaults.max_tag_bytes, defaults.tag_series) == (8, 64, 100)
+    assert defaults.event_interval_s == 10.0
+    text = ("[server]\nallow_request_overrides = true\nmax_request_tags = 2\nmax_tag_bytes = 32\n"
+            "event_interval_s = 1.5\ntag_series = 10\n")  # fmt: skip
+    server = load_text(tmp_path, text).server
+    assert (server.allow_request_overrides, server.max_request_tags, server.max_tag_bytes) == (True, 2, 32)
+    assert (server.event_interval_s, server.tag_series) == (1.5, 10)
+    with pytest.raises(ConfigError, match="server.allow_request_overrides: expected true or false"):
+        load_text(tmp_path, "[server]\nallow_request_overrides = 1\n")
+
+
+def test_provider_models_are_listed_as_direct_ids() -> None:
+    from proxy.model_list import model_ids
+
+    table = {"providers": [{"name": "openai", "kind": "openai", "api_key": "k", "models": ["gpt-4o-mini", "gpt-4o"],
+                            "prices": {"gpt-4o": {"input_per_mtok": 2.5, "output_per_mtok": 10.0},
+                                       "o3": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}}}]}  # fmt: skip
+    settings = config.from_table(table, {})
+    assert model_ids(settings) == ["openai/gpt-4o-mini", "openai/gpt-4o", "openai/o3"]
+    with pytest.raises(ConfigError, match=r"providers\[0\].models"):
+        config.from_table({"providers": [{"name": "o", "kind": "local", "base_url": "http://h/v1", "models": "x"}]}, {})
