@@ -17,6 +17,10 @@ ENDPOINTS: dict[bytes, tuple[bytes, str, int, bool]] = {
     b"/stats": (b"GET", "stats", OPENAI, False),
     b"/metrics": (b"GET", "metrics", OPENAI, False),
 }
+# (method, path) -> what `route` answers for it, for the requests nearly all traffic is
+USUAL: dict[tuple[bytes, bytes], tuple[str, int, bool, str]] = {
+    (method, path): (endpoint, api, guarded, "") for path, (method, endpoint, api, guarded) in ENDPOINTS.items()
+}
 _MODEL = (b"GET", "model", OPENAI, True)  # GET /v1/models/{id}: guarded like the list
 
 

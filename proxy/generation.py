@@ -50,6 +50,8 @@ class Generation:
         self.header_actions = header_actions(settings.server.forward_headers)
         self.provider_headers = [f"x-llm-edge-provider: {p.name}\r\n".encode("latin-1") for p in settings.providers]
         self.models_body = openai_models_body(settings.models, int(time.time()))
+        # configured model name -> (router model id, router settings), found by one dict probe per request
+        self.resolved = {name: (model.id, model.router) for name, model in settings.models.items()}
         if previous is not None:
             self._carry_over(previous)
 

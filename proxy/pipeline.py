@@ -64,7 +64,10 @@ def handle(ex: Exchange) -> None:
     try:
         if ex.error is not None:
             raise ex.error
-        endpoint, ex.api, guarded, argument = endpoints.route(ex.method, ex.url)
+        # The usual requests are found by one probe; the rest are routed (a call saved per request).
+        endpoint, ex.api, guarded, argument = endpoints.USUAL.get((ex.method, ex.url)) or endpoints.route(
+            ex.method, ex.url
+        )
         if guarded and ex.gen.keys.required:
             admit(ex)
         if endpoint[0] == "/":  # an API endpoint, forwarded
@@ -98,7 +101,7 @@ def forward(ex: Exchange, endpoint: str) -> None:
     CHECKS[endpoint](payload)
     ex.payload = payload
     ex.endpoint = endpoint
-    resolved = ex.gen.settings.resolve(ex.model)
+    resolved = ex.gen.resolved.get(ex.model) or ex.gen.settings.resolve(ex.model)  # configured names: one probe
     if resolved is None:
         raise errors.ModelNotFoundError(f"the model {ex.model!r} does not exist on this gateway")
     ex.model_id, router = resolved
@@ -337,7 +340,8 @@ def finish(ex: Exchange) -> None:
     ex.done = True
     try:
         ex.t_end = perf_counter()
-        _settle_attempts(ex)
+        if ex.main_open or ex.upstream is not None or ex.hedge_route is not None or ex.hedge_timer is not None:
+            _settle_attempts(ex)
         gateway = ex.gateway
         gateway.stats.record(ex)
         route = ex.route

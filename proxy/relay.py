@@ -427,7 +427,9 @@ def _won(ex: Exchange, conn: UpstreamProtocol, route: Route) -> None:
         ex.route, ex.upstream, ex.t_attempt, ex.main_open = route, conn, ex.t_hedge, True
     else:
         loser, loser_route, loser_open = ex.hedge, ex.hedge_route, ex.hedge_route is not None
+    if loser_route is None:
+        return  # no race: the common case
     ex.hedge = ex.hedge_route = None
-    if loser_route is not None and loser_open:
+    if loser_open:
         ex.gen.router.on_cancel(loser_route.id)
     drop(loser)
