@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 def healthz(gateway: Gateway, query: str = "") -> bytes:
     """200 while some model has a usable route; 503 while draining or when none has.
 
-    Cheap: it stops at the first usable route. With `?detail=1`, the body lists every provider
-    and route with its state (see `health_detail`).
+    The models are the configured `[[models]]`; with none, the providers' direct `provider/*`
+    routes (a gateway used by direct addressing only). Cheap: it stops at the first usable
+    route. With `?detail=1`, the body lists every provider and route with its state.
     """
     if gateway.draining:
         return error_response(503, "the gateway is shutting down", "server_error", date=gateway.date_header)
@@ -35,7 +36,7 @@ def healthz(gateway: Gateway, query: str = "") -> bytes:
                              date=gateway.date_header)  # fmt: skip
     router = gateway.gen.router
     now = gateway.loop.time()
-    if any(router.usable_route(m, now) for m in range(len(router.models))):
+    if any(router.usable_route(m, now) for m in range(_health_models(gateway))):
         return json_response(200, b'{"status":"ok"}', date=gateway.date_header)
     return error_response(503, "no model has a usable route", "server_error", date=gateway.date_header)
 
@@ -58,12 +59,17 @@ def health_detail(gateway: Gateway) -> dict[str, Any]:
                               "usable": reason is None, "reason": reason or "",
                               "in_flight": router.table.provider_in_flight[provider.id],
                               "connections_open": pool.open})  # fmt: skip
-    usable = [router.usable_route(m, now) for m in range(len(router.models))]
+    usable = [router.usable_route(m, now) for m in range(_health_models(gateway))]
     status = "unavailable" if not any(usable) else "ok" if all(r["state"] == "usable" for r in routes_out) else (
         "degraded")  # fmt: skip
     models_out = [{"name": m.name, "usable": ok} for m, ok in zip(router.models, usable)]
     return {"status": status, "draining": gateway.draining, "models": models_out, "providers": providers_out,
             "routes": routes_out}  # fmt: skip
+
+
+def _health_models(gateway: Gateway) -> int:
+    # Router model ids: the configured models first, then one direct model per provider.
+    return len(gateway.gen.settings.models) or len(gateway.gen.router.models)
 
 
 def stats(gateway: Gateway) -> bytes:

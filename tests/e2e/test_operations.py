@@ -294,3 +294,146 @@ def post(port: int) -> tuple[int, dict[bytes, bytes], bytes]:
         sock.sendall(post_bytes({"model": "m", "messages": [{"role": "user", "content": "x"}]}))
         [response] = Responses(sock).read(1)
         return response
+
+
+# No surprises for the people who run it (issue 17)
+
+
+def raw_sdk(gw: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.openai_base, api_key="x", max_retries=0)
+
+
+def ask(sdk: openai.OpenAI, content: str = "hi") -> Any:
+    return sdk.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": content}])
+
+
+def test_priority_uses_the_listed_order_and_falls_back_in_turn(mock_uv: MockFactory,
+                                                              gateway_uv: GatewayFactory) -> None:  # fmt: skip
+    primary, second, third = mock_uv(), mock_uv(), mock_uv()
+    table = {
+        "providers": [provider("primary", primary), provider("second", second), provider("third", third)],
+        "models": [{"name": "m", "strategy": "priority", "breaker_failures": 2, "breaker_cooldown_s": 60,
+                    "routes": [{"provider": "primary", "model": "a", "input_per_mtok": 30.0, "output_per_mtok": 60.0},
+                               {"provider": "second", "model": "b", "input_per_mtok": 1.0, "output_per_mtok": 2.0},
+                               {"provider": "third", "model": "c"}]}],  # the free one, listed last
+    }  # fmt: skip
+    gw = gateway_uv(table)
+    sdk = raw_sdk(gw)
+    served = [ask(sdk, f"q{i}").headers["x-llm-edge-provider"] for i in range(8)]
+    assert served == ["primary"] * 8  # neither price nor measured latency reorders them
+    primary.config.error_rate = 1.0  # the primary breaks: each request tries it, then the second
+    answers = [ask(sdk, f"f{i}") for i in range(2)]
+    assert [(a.headers["x-llm-edge-provider"], a.headers["x-llm-edge-attempts"]) for a in answers] == [
+        ("second", "2"), ("second", "2")]
+    after = ask(sdk, "open")  # two failures opened its breaker: the second serves at once
+    assert (after.headers["x-llm-edge-provider"], after.headers["x-llm-edge-attempts"]) == ("second", "1")
+    assert third.requests == 0
+    row = next(r for r in gw.stats()["routes"] if r["provider"] == "primary" and r["model"] == "m")
+    assert row["breaker"] == "open" and row["state"] == "open"
+
+
+def test_healthz_detail_lists_providers_and_routes(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+    good, bad = mock_uv(), mock_uv(error_rate=1.0, error_status=500)
+    table = {
+        "providers": [provider("good", good), provider("bad", bad)],
+        "models": [{"name": "m", "strategy": "priority", "breaker_failures": 1, "breaker_cooldown_s": 60,
+                    "routes": [{"provider": "bad", "model": "x"}, {"provider": "good", "model": "y"}]}],
+    }  # fmt: skip
+    gw = gateway_uv(table)
+    status, _, body = get(gw.port, "/healthz?detail=1")
+    detail = orjson.loads(body)
+    assert status == 200 and detail["status"] == "ok"
+    assert [(p["name"], p["usable"], p["base_url"]) for p in detail["providers"]] == [
+        ("good", True, f"http://127.0.0.1:{good.port}/v1"), ("bad", True, f"http://127.0.0.1:{bad.port}/v1")]
+    assert {(r["model"], r["provider"], r["state"]) for r in detail["routes"]} == {
+        ("m", "bad", "usable"), ("m", "good", "usable"), ("good/*", "good", "usable"), ("bad/*", "bad", "usable")}
+    assert ask(raw_sdk(gw)).headers["x-llm-edge-provider"] == "good"  # the bad route failed once: open
+    status, _, body = get(gw.port, "/healthz?detail=1")
+    detail = orjson.loads(body)
+    route = next(r for r in detail["routes"] if r["model"] == "m" and r["provider"] == "bad")
+    assert status == 200 and detail["status"] == "degraded"
+    assert route["state"] == "open" and route["detail"].startswith("breaker open for ")
+    assert "last failure: server error" in route["detail"]
+    assert detail["models"] == [{"name": "m", "usable": True}]
+    assert get(gw.port, "/healthz") == (200, get(gw.port, "/healthz")[1], b'{"status":"ok"}')
+    assert PROVIDER_KEY.encode() not in body
+
+
+def test_healthz_is_503_only_when_no_model_has_a_usable_route(mock_uv: MockFactory,
+                                                              gateway_uv: GatewayFactory) -> None:  # fmt: skip
+    flaky = mock_uv()
+    gw = gateway_uv(one_route(flaky, breaker_failures=1, breaker_cooldown_s=60))
+    assert get(gw.port, "/healthz")[0] == 200
+    flaky.config.error_rate = 1.0
+    with pytest.raises(openai.InternalServerError):
+        raw_sdk(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    status, _, body = get(gw.port, "/healthz")
+    assert status == 503 and b"no model has a usable route" in body
+    status, _, body = get(gw.port, "/healthz?detail=1")
+    assert status == 503 and orjson.loads(body)["status"] == "unavailable"
+
+
+def test_models_list_and_retrieve_direct_ids(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+    upstream = mock_uv()
+    gw = gateway_uv({"providers": [provider("openai", upstream, kind="openai", api_key=PROVIDER_KEY,
+                                            models=["gpt-4o-mini"])]})  # fmt: skip
+    sdk = raw_sdk(gw)
+    assert [m.id for m in sdk.models.list()] == ["openai/gpt-4o-mini"]
+    assert sdk.models.retrieve("openai/gpt-4o-mini").id == "openai/gpt-4o-mini"  # sent as openai%2Fgpt-4o-mini
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.retrieve("nobody/gpt-4o-mini")
+    listing = anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0).models.list()
+    assert [m.id for m in listing.data] == ["openai/gpt-4o-mini"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, timeout=60,
+                          env={**base, **(env or {})})  # fmt: skip
+
+
+def test_check_config_refuses_a_missing_key_and_names_the_variable(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[[providers]]\nname = 'claude'\nkind = 'anthropic'\napi_key_env = 'ANTHROPIC_API_KEY'\n")
+    refused = run_cli("--check-config", "--config", str(path))
+    assert refused.returncode == 2
+    assert "the environment variable ANTHROPIC_API_KEY is unset or empty" in refused.stderr
+    path.write_text("[server]\nallow_missing_keys = true\n" + path.read_text())
+    passed = run_cli("--check-config", "--config", str(path))
+    assert passed.returncode == 0 and "provider 'claude' is unusable" in passed.stderr
+    trimmed = run_cli("--check-config", "--config", str(path), env={"ANTHROPIC_API_KEY": "sk-ant-SECRET\n"})
+    assert trimmed.returncode == 0 and "was trimmed" in trimmed.stderr and "SECRET" not in trimmed.stderr
+
+
+def test_check_config_probe_prints_each_providers_reachability_and_auth(mock_uv: MockFactory,
+                                                                        tmp_path: Path) -> None:  # fmt: skip
+    good = mock_uv(require_key="sk-good-key")
+    wrong = mock_uv(require_key="sk-someone-else")
+    claude = mock_uv(kind="anthropic", require_key="sk-ant-good")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]  # nothing listens there once closed
+    path = tmp_path / "probe.toml"
+    path.write_text(
+        f"[[providers]]\nname = 'good'\nkind = 'openai'\nbase_url = 'http://127.0.0.1:{good.port}/v1'\n"
+        "api_key_env = 'GOOD_KEY'\n"
+        f"[[providers]]\nname = 'wrong'\nkind = 'openai'\nbase_url = 'http://127.0.0.1:{wrong.port}/v1'\n"
+        "api_key_env = 'WRONG_KEY'\n"
+        f"[[providers]]\nname = 'claude'\nkind = 'anthropic'\nbase_url = 'http://127.0.0.1:{claude.port}'\n"
+        "api_key_env = 'CLAUDE_KEY'\n"
+        f"[[providers]]\nname = 'dead'\nkind = 'local'\nbase_url = 'http://127.0.0.1:{dead_port}/v1'\n"
+    )
+    env = {"GOOD_KEY": "sk-good-key", "WRONG_KEY": "sk-wrong-VERY-SECRET", "CLAUDE_KEY": "sk-ant-good"}
+    result = run_cli("--check-config", "--probe", "--config", str(path), env=env)
+    assert result.returncode == 1, result.stderr  # one provider rejects its key, one is unreachable
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows["provider"][:6] == ["provider", "kind", "base_url", "reachable", "auth", "status"]
+    assert rows["good"][3:6] == ["yes", "ok", "200"]
+    assert rows["wrong"][3:6] == ["yes", "rejected", "401"]
+    assert rows["claude"][2] == f"http://127.0.0.1:{claude.port}/v1" and rows["claude"][3:6] == ["yes", "ok", "200"]
+    assert rows["dead"][3:6] == ["no", "-", "-"]
+    assert "has no version prefix" in result.stderr  # the anthropic base_url was corrected
+    assert "sk-wrong-VERY-SECRET" not in result.stdout + result.stderr
+    assert "sk-good-key" not in result.stdout + result.stderr
