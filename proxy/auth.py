@@ -424,6 +424,11 @@ class Keys:
     def refusal(self, key: int, reason: str, retry_after_s: float) -> GatewayError:
         """The 4xx/503 for a request `admit` refused (`reason`, `retry_after_s` from `admit`)."""
         k = self.states[key]
+        if reason == BUDGET and k.share > 1 and k.spent < k.budget:  # this process's lease ran out, not the budget
+            return KeyRateLimitedError(
+                f"gateway key {k.name!r}: this gateway's share of the budget is spent until its next sync",
+                1.0, type_="requests",
+            )  # fmt: skip
         if reason == BUDGET:
             period = f" for this period ({k.period})" if k.period else ""
             return BudgetExhaustedError(f"gateway key {k.name!r} has used its budget of {_usd(k.budget)} USD{period}")

@@ -15,12 +15,13 @@ out. Between two refreshes a process may spend its lease and, of a budget, its s
 was left (`KeyState.allowance` = left / live processes), so together they stay within it.
 
 Precision, worst case, with P live processes:
-- rpm/tpm: capacity is counted in Redis when it is leased, so leases never let more through
-  than the bucket holds: over any t seconds at most L + L*t/60 (the GCRA bound, the same as one
-  process). A process whose lease is empty refuses (Retry-After <= 1 s) even if another one
-  holds unused capacity, for at most one refresh. Token counts beyond the estimate are owed,
-  and taken from the bucket at the next refresh: the bucket can overshoot by one refresh's
-  worth of under-estimated tokens.
+- rpm/tpm: capacity is counted in Redis when it is leased, but the bucket refills while a lease
+  is held (for up to a second): over any t seconds at most L + L*t/60 (the GCRA bound) plus the
+  leases held, each at most 2 * ceil(L * lease_fraction / P): in all about 2 * lease_fraction * L
+  + 2P units (rpm = 60, the default 0.1, four processes: 16). A process whose lease is empty
+  refuses (Retry-After <= 1 s) even if another one holds unused capacity, for at most one refresh.
+  Token counts beyond the estimate are owed, and taken from the bucket at the next refresh: the
+  bucket can overshoot by one refresh's worth of under-estimated tokens.
 - budgets: each process holds a lease of the budget, its share of what neither the spend nor
   the other processes' live leases hold, so spend beyond the budget is at most each process's
   last request admitted inside its lease (and what was in flight when it ran out). A killed
@@ -54,7 +55,8 @@ PREFIX = "llm-edge:"
 # KEYS: 1 = the key's buckets (hash), 2 = the period's spend (string), 3 = the live processes (zset),
 #       4 = the period's budget leases (hash: process -> "amount:time")
 # ARGV: 1 process id, 2 rpm, 3 tpm, 4 give_req, 5 give_tok, 6 want_req, 7 want_tok, 8 spend delta,
-#       9 token debt, 10 spend TTL (0: none), 11 budget (nano-dollars, 0: none)
+#       9 token debt, 10 spend TTL (0: none), 11 budget (nano-dollars, 0: none), 12 this gateway's workers
+#       (the fewest live processes there can be: a first claimant does not take the whole budget)
 LEASE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -62,6 +64,7 @@ redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - %d)
 redis.call('EXPIRE', KEYS[3], 60)
 local live = redis.call('ZCARD', KEYS[3])
+if live < tonumber(ARGV[12]) then live = tonumber(ARGV[12]) end
 local function lease(field, limit, give, want, debt)
   if limit <= 0 then return 0, 0 end
   local rate = limit / 60.0
@@ -194,8 +197,8 @@ class Fleet:
         sent = []
         for s in states:
             live = max(self.live, 1)
-            # A lease: the configured share of the limit, or twice what this process used since its last
-            # refresh when that is more (a busy process refreshes less often), never above limit / live.
+            # A lease: this process's part of `lease_fraction` of the limit, or what it used since its last
+            # refresh when that is more (a busy process refreshes less often), never above twice that part.
             used_req, used_tok = self._used(s)
             want_req = self._want(s.rpm, live, used_req)
             want_tok = self._want(s.tpm, live, used_tok)
@@ -209,7 +212,8 @@ class Fleet:
             ttl = max(int(end - self.wall) + 86_400, 60) if end else 0  # a day past the period's end
             keys = [f"{PREFIX}limit:{s.name}", f"{PREFIX}spend:{s.name}:{s.period_start}", f"{PREFIX}processes",
                     f"{PREFIX}lease:{s.name}:{s.period_start}"]  # fmt: skip
-            args = [self.process, s.rpm, s.tpm, give_req, give_tok, want_req, want_tok, delta, debt, ttl, s.budget]
+            args = [self.process, s.rpm, s.tpm, give_req, give_tok, want_req, want_tok, delta, debt, ttl, s.budget,
+                    self.accounts.workers]  # fmt: skip
             await self.script(keys=keys, args=args, client=pipe)
             sent.append((s, give_req, give_tok, debt, spent_here, want_tok))
         replies = await pipe.execute()
@@ -243,7 +247,7 @@ class Fleet:
         if not limit:
             return 0
         base = max(1, math.ceil(limit * self.settings.lease_fraction / live))
-        return max(base, min(2 * used, math.ceil(limit / live)))
+        return min(max(base, used), 2 * base)  # a busy process gets up to twice its share: the overshoot bound
 
     def _recovered(self) -> None:
         if self.up is False:

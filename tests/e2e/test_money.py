@@ -8,6 +8,7 @@ or the tick; each turns into a pass (and so a strict-xfail failure) once the wir
 from __future__ import annotations
 
 import http.client
+import math
 import os
 import shutil
 import signal
@@ -133,11 +134,13 @@ def test_the_ledger_and_seed_settings_are_checked(tmp_path: Path, mock_uv: MockF
     ok = subprocess.run([sys.executable, "-m", "proxy", "--check-config", "--config", str(good)], capture_output=True,
                         env=env)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
-    unset = subprocess.run([sys.executable, "-m", "proxy", "--check-config", "--config", str(good)], capture_output=True,
-                           env={k: v for k, v in env.items() if k != "LLM_EDGE_TEST_SEED"})  # fmt: skip
+    without = {k: v for k, v in env.items() if k != "LLM_EDGE_TEST_SEED"}
+    unset = subprocess.run([sys.executable, "-m", "proxy", "--check-config", "--config", str(good)],
+                           capture_output=True, env=without)  # fmt: skip
     assert unset.returncode == 2 and b"cache.key_seed_env" in unset.stderr and b"a secret seed" not in ok.stderr
     bad = write_config(tmp_path / "bad.toml", server=server, key={"budget_usd": 1.0, "budget_period": "weekly"})
-    refused = subprocess.run([sys.executable, "-m", "proxy", "--check-config", "--config", str(bad)], capture_output=True)
+    refused = subprocess.run([sys.executable, "-m", "proxy", "--check-config", "--config", str(bad)],
+                             capture_output=True)  # fmt: skip
     assert refused.returncode == 2 and b"auth.keys[0].budget_period" in refused.stderr
 
 
@@ -236,7 +239,7 @@ def test_info_endpoints_need_the_admin_key(mock_uv: MockFactory, tmp_path: Path,
             assert request(gw.port, "GET", page, key=TEAM_KEY)[0] == 401, page  # a gateway key is not an admin key
             status, _, body = request(gw.port, "GET", page, key=ADMIN_KEY)
             assert status == 200, page
-            assert b"team" in body or page == "/admin/keys"
+            assert b"team" in body or page != "/metrics"  # the key's name, spend and budget, for the admin only
         assert request(gw.port, "GET", "/v1/models/m", key="")[0] == 401
         assert request(gw.port, "GET", "/v1/models/m")[0] == 200
     finally:
@@ -314,16 +317,17 @@ def test_two_gateways_of_two_workers_share_one_rpm(mock_uv: MockFactory, tmp_pat
         time.sleep(1.5)  # every worker has taken its first lease
         started = time.monotonic()
         admitted = 0
-        for n in range(200):
-            status = chat(gateways[n % 2].port)[0]
+        for n in range(200):  # ~4 s: paced, so that leases refill between requests (a burst faster than
+            status = chat(gateways[n % 2].port)[0]  # the 0.1 s refill gets only the leases held: README)
             assert status in (200, 429)
             admitted += status == 200
+            time.sleep(0.02)
         elapsed = time.monotonic() - started
-        # the fleet's GCRA bound: 60 + 60 * t / 60 in t seconds, whatever the number of processes (README)
-        assert admitted <= 60 + elapsed + 1
-        # and the limit is usable: empty leases are refilled early (4 first leases alone would admit 8); a
-        # process with an empty lease refuses while another may hold capacity (README), so not all 60+
-        assert admitted >= 15
+        # the fleet's bound (README): GCRA's 60 + 60 * t / 60 in t seconds, plus the leases held by the 4
+        # processes, each at most 2 * ceil(60 * lease_fraction / 4)
+        assert admitted <= 60 + elapsed + 4 * 2 * math.ceil(60 * 0.1 / 4)
+        # and the limit is usable: empty leases are refilled early (4 first leases alone would admit 8)
+        assert admitted >= 40
     finally:
         for gw in gateways:
             stop(gw)

@@ -60,6 +60,17 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.kill()
 
 
+async def refreshed(fleet: Fleet) -> None:
+    """Refresh until Redis answers again (the first command on a dead pooled connection may fail: the
+    next tick's succeeds)."""
+    for _ in range(20):
+        await fleet.refresh(time.time())
+        if fleet.up:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the fleet did not recover")
+
+
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
@@ -95,8 +106,8 @@ def test_four_processes_never_admit_more_than_the_fleet_limit(redis: RedisServer
             await asyncio.sleep(0.05)
         elapsed = time.monotonic() - started
         assert rounds > 5
-        # the GCRA bound over the run: a minute's burst plus the refill, whatever the number of processes
-        assert admitted <= 60 + 60 * elapsed / 60 + 1
+        # the bound over the run: a minute's burst plus the refill, plus the leases held (README)
+        assert admitted <= 60 + 60 * elapsed / 60 + 4 * 2 * 3
         for fleet, _ in procs:
             await fleet.close()
         return admitted
@@ -179,8 +190,7 @@ def test_redis_dying_falls_back_to_local_shares_and_recovers(redis: RedisServer,
         assert len(errors) == 2  # once per process, not once per refresh
         redis.start()
         for fleet, _ in procs:
-            await fleet.refresh(time.time())
-            assert fleet.up is True
+            await refreshed(fleet)
         assert any("answers again" in r.getMessage() for r in caplog.records)
         assert all(keys.states[0].leased for _, keys in procs)
         for fleet, _ in procs:
@@ -194,14 +204,14 @@ def test_fail_closed_refuses_while_redis_is_unreachable(redis: RedisServer,
     fleet, keys = process(loop, redis.url, {"rpm": 60}, fail_closed=True, redis_timeout_ms=200)
 
     async def run() -> None:
-        await fleet.refresh(time.time())
+        await refreshed(fleet)
         assert keys.admit(0, 0.0, 0)[0]
         redis.kill()
         await fleet.refresh(time.time())
         assert keys.admit(0, 0.0, 0) == (False, 1.0, UNAVAILABLE)
         assert keys.refusal(0, UNAVAILABLE, 1.0).status == 503
         redis.start()
-        await fleet.refresh(time.time())
+        await refreshed(fleet)
         assert keys.admit(0, 0.0, 0)[0]
         await fleet.close()
 
