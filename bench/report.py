@@ -364,8 +364,9 @@ def text(doc: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def markdown(doc: dict[str, Any], png: str) -> str:
-    """The results section of BENCHMARKS.md: machine, versions, command, tables, bar, streams, profile."""
+def markdown(doc: dict[str, Any], png: str | None) -> str:
+    """The results section of BENCHMARKS.md: machine, versions, command, plot (when drawn), tables, bar,
+    streams, profile."""
     m = doc["meta"]
     mc, v, s = m["machine"], m["versions"], m["settings"]
     measured = [r for r in doc["runs"] if r["round"] >= 0 and "skipped" not in r]
@@ -388,8 +389,7 @@ def markdown(doc: dict[str, Any], png: str) -> str:
         (f"* Traffic: {s['body_bytes']} B chat requests, unique per request (miss path), temperature 0; "
          f"{s['rounds']} interleaved rounds of {s['duration']} s (wrk) / {s['open_duration']:g} s (open loop, TTFB)."),
         "",
-        f"![latency distributions]({png})",
-        "",
+        *([f"![latency distributions and streams ladder]({png})", ""] if png else []),
         tables(doc),
         "",
         "**Against the bar** (llm-edge on the cache-miss path, every feature on, ratios to nginx in the same run):",
@@ -413,13 +413,15 @@ BEGIN = "<!-- bench:results:begin (written by python -m bench --write-md) -->"
 END = "<!-- bench:results:end -->"
 
 
-def write_md(path: Path, doc: dict[str, Any], png: Path, latest: Path | None = None) -> None:
-    """Replace the results section of `path` (between the markers); the plot is copied to `latest`
-    (default bench/latest.png, kept in git so BENCHMARKS.md can show it)."""
-    latest = latest or Path(__file__).resolve().parent / "latest.png"
-    latest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(png, latest)
-    rel = os.path.relpath(latest, path.resolve().parent)
+def write_md(path: Path, doc: dict[str, Any], png: Path | None, latest: Path | None = None) -> None:
+    """Replace the results section of `path` (between the markers); the plot, when one was drawn, is
+    copied to `latest` (default bench/latest.png, kept in git so BENCHMARKS.md can show it)."""
+    rel = None
+    if png is not None:
+        latest = latest or Path(__file__).resolve().parent / "latest.png"
+        latest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, latest)
+        rel = os.path.relpath(latest, path.resolve().parent)
     body = markdown(doc, rel)
     text_ = path.read_text() if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text_ or END not in text_:

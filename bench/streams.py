@@ -12,30 +12,30 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from bench import procstat, traffic
+from bench.measure import Measurer
+from bench.targets import Target
 from sim import loadgen, procs
-
-if TYPE_CHECKING:
-    from bench.compare import Bench, Target
 
 
 def _ms(summary: dict[str, float]) -> dict[str, float]:
     return {k: (v if k == "count" else round(v / 1000, 3)) for k, v in summary.items()}
 
 
-def _level(bench: Bench, t: Target, n: int) -> dict[str, Any]:
-    s = bench.s
+def _level(m: Measurer, t: Target, n: int) -> dict[str, Any]:
+    s, fleet = m.s, m.fleet
     stream_s = s.stream_tokens * s.stream_delay_ms / 1000.0
     count = int(n * (s.stream_duration / max(stream_s, 0.05) + 2))
     host, port = t.sse_addr
-    bodies = traffic.stream_bodies(bench._nonce(), 200, count)
-    spec = loadgen.LoadSpec(host, port, traffic.requests_for(host, port, bodies, bench.auth), concurrency=n,
+    bodies = traffic.stream_bodies(fleet.nonce(), 200, count)
+    spec = loadgen.LoadSpec(host, port, traffic.requests_for(host, port, bodies, fleet.auth), concurrency=n,
                             duration=s.stream_duration, timeout=stream_s + 10.0)  # fmt: skip
     meter = procstat.Meter(t.pid, s.load_cpu)
-    up_meter = procstat.Meter(bench.mock.pid if bench.mock else None, s.proxy_cpu)  # + the proxy core, all work
-    res = bench.loadgen(spec, meter, up_meter)
+    up_meter = procstat.Meter(fleet.mock.pid if fleet.mock else None, s.proxy_cpu)  # + the proxy core, all work
+    res = m.loadgen(spec, meter, up_meter)
     cpu, busy, _, proxy_core_total = res.pop("_cpu")
     wall = meter.elapsed or s.stream_duration
     return {
@@ -48,14 +48,17 @@ def _level(bench: Bench, t: Target, n: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def ladder(bench: Bench) -> dict[str, Any]:
-    """Run the ladder on every available non-cache target; returns levels, verdicts and settings."""
-    s = bench.s
+def ladder(m: Measurer, tick: Callable[[float, str], None] | None = None) -> dict[str, Any]:
+    """Run the ladder on every available non-cache target; returns levels, verdicts and settings.
+    `tick(seconds, note)` is told after each level run (for a progress bar)."""
+    s, fleet = m.s, m.fleet
+    tick = tick or (lambda seconds, note: None)
     settings = {"tokens": s.stream_tokens, "token_delay_ms": s.stream_delay_ms, "seconds_per_level": s.stream_duration,
                 "stall_ms": s.stall_ms, "levels": list(s.stream_levels)}  # fmt: skip
-    procs.http_request("POST", *bench.mock_addr, "/_mock/config",
-                       json.dumps({"token_delay_ms": s.stream_delay_ms, "tokens": s.stream_tokens}).encode())  # fmt: skip
-    targets = [t for t in bench.targets if t.available and not t.hit]
+    procs.http_request("POST", *fleet.mock_addr, "/_mock/config",
+                       json.dumps({"token_delay_ms": s.stream_delay_ms,
+                                   "tokens": s.stream_tokens}).encode())  # fmt: skip
+    targets = [t for t in fleet.targets if t.available and not t.hit]
     direct = next(t for t in targets if t.name == "direct")
     results: list[dict[str, Any]] = []
     held: dict[str, int] = {t.name: 0 for t in targets if t is not direct}
@@ -64,26 +67,28 @@ def ladder(bench: Bench) -> dict[str, Any]:
         for n in s.stream_levels:
             if not going:
                 break
-            base = _level(bench, direct, n)
+            base = _level(m, direct, n)
             base["held"] = base["errors"] == 0
             results.append(base)
-            bench.say(f"streams {n:>5} direct          p99 {base['stream_ms']['p99']:>7.0f} ms  "
-                      f"errors {base['errors']}  load core {base['load_core_busy']:.0%}")  # fmt: skip
+            tick(s.stream_duration, f"streams {n} direct")
+            m.say(f"streams {n:>5} direct          p99 {base['stream_ms']['p99']:>7.0f} ms  "
+                  f"errors {base['errors']}  load core {base['load_core_busy']:.0%}")  # fmt: skip
             for t in targets:
                 if t.name not in going:
                     continue
-                r = _level(bench, t, n)
+                r = _level(m, t, n)
                 late = r["stream_ms"]["p99"] - base["stream_ms"]["p99"]
                 r["p99_over_direct_ms"] = round(late, 1)
                 r["held"] = r["errors"] == 0 and r["completed"] > 0 and late <= s.stall_ms
                 results.append(r)
+                tick(s.stream_duration, f"streams {n} {t.name}")
                 busy = f"{r['proxy_core_busy']:.0%}" if r["proxy_core_busy"] is not None else "-"
-                bench.say(f"streams {n:>5} {t.name:<15} p99 {r['stream_ms']['p99']:>7.0f} ms  (+{late:.0f})  "
-                          f"errors {r['errors']}  proxy core {busy}  {'held' if r['held'] else 'NOT held'}")  # fmt: skip
+                m.say(f"streams {n:>5} {t.name:<15} p99 {r['stream_ms']['p99']:>7.0f} ms  (+{late:.0f})  "
+                      f"errors {r['errors']}  proxy core {busy}  {'held' if r['held'] else 'NOT held'}")  # fmt: skip
                 if r["held"]:
                     held[t.name] = n
                 else:
                     going.discard(t.name)
     finally:
-        procs.http_request("POST", *bench.mock_addr, "/_mock/config", b'{"token_delay_ms": 0, "tokens": 16}')
+        procs.http_request("POST", *fleet.mock_addr, "/_mock/config", b'{"token_delay_ms": 0, "tokens": 16}')
     return {"settings": settings, "levels": results, "held": held}

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from bench.png import read_png_size
+from matplotlib.image import imread
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ("nginx", "wrk", "taskset")
@@ -77,7 +76,7 @@ def test_quick_comparison_measures_every_target_and_stops_them(tmp_path: Path) -
     text = proc.stdout.decode()
     assert re.search(r"^\| llm-edge +\| +\d+ \|", text, re.MULTILINE), text
     assert "The bar" in text
-    assert read_png_size((tmp_path / "compare.png").read_bytes())[0] > 600
+    assert imread(tmp_path / "compare.png").shape[1] > 600  # a real PNG, decoded
     assert (tmp_path / "compare.md").read_text().count("| nginx (proxy)") == 2
 
     pids = [p for group in doc["meta"]["pids"].values() for p in group]

@@ -1,73 +1,44 @@
-"""The benchmark's pure parts: PNG writer, wrk script, traffic, /proc readers, medians, ratios, the bar."""
+"""The benchmark's pure parts: the plot, wrk script, traffic, /proc readers, medians, ratios, the bar."""
 
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from matplotlib.image import imread
 
 from bench import plot, procstat, report, traffic, wrk
-from bench.png import GLYPHS, Canvas, read_png_size, text_width
 
 
-def decode_png(data: bytes) -> tuple[int, int, bytes]:
-    """(width, height, raw RGB) of a PNG written by bench.png, checking every chunk's CRC."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    i, idat, size = 8, b"", (0, 0)
-    while i < len(data):
-        (length,) = struct.unpack(">I", data[i : i + 4])
-        kind, body = data[i + 4 : i + 8], data[i + 8 : i + 8 + length]
-        assert struct.unpack(">I", data[i + 8 + length : i + 12 + length])[0] == zlib.crc32(kind + body)
-        if kind == b"IHDR":
-            size = struct.unpack(">II", body[:8])
-            assert body[8:] == b"\x08\x02\x00\x00\x00"  # 8-bit RGB, no interlace
-        elif kind == b"IDAT":
-            idat += body
-        i += 12 + length
-    raw = zlib.decompress(idat)
-    w, h = size
-    assert len(raw) == h * (1 + 3 * w) and all(raw[y * (1 + 3 * w)] == 0 for y in range(h))
-    return w, h, b"".join(raw[y * (1 + 3 * w) + 1 : (y + 1) * (1 + 3 * w)] for y in range(h))
-
-
-def test_png_round_trip_pixels_boxes_and_lines() -> None:
-    c = Canvas(7, 5)
-    c.box(1, 1, 2, 2, (255, 0, 0))
-    c.line(0, 4, 6, 4, (0, 0, 255))
-    c.dot(99, 99, (0, 0, 0))  # outside: ignored
-    w, h, rgb = decode_png(c.png())
-    assert (w, h) == (7, 5) and read_png_size(c.png()) == (7, 5)
-    px = lambda x, y: rgb[(y * w + x) * 3 : (y * w + x) * 3 + 3]
-    assert px(1, 1) == px(2, 2) == b"\xff\x00\x00"
-    assert px(0, 0) == b"\xff\xff\xff"
-    assert all(px(x, 4) == b"\x00\x00\xff" for x in range(7))
-
-
-def test_font_glyphs_are_5_by_8_and_text_is_drawn() -> None:
-    assert all(len(g) == 8 and all(len(row) == 5 for row in g) for g in GLYPHS.values())
-    c = Canvas(60, 20)
-    assert c.text(1, 1, "p99 µs", (0, 0, 0), scale=1) == text_width("p99 µs", 1) == 35
-    assert b"\x00\x00\x00" in bytes(c.pixels)
-
-
-def test_plot_renders_a_document(tmp_path: Path) -> None:
+def test_plot_draws_every_scenario_and_the_ladder(tmp_path: Path) -> None:
     pts = [[p, 10.0 + p] for p in wrk.PERCENTILES]
     summary = {name: {sc: {"percentiles": pts, "answered_rounds": 1} for sc in ("c1", "c32", "open500")}
                for name in ("direct", "nginx")}  # fmt: skip
+    levels = [{"target": t, "streams": n, "stream_ms": {"p50": 900.0, "p99": 1000.0 + n + (500 if t == "nginx" else 0)},
+               "held": not (t == "nginx" and n == 200)} for n in (100, 200) for t in ("direct", "nginx")]  # fmt: skip
     doc = {
         "summary": summary,
         "targets": {"direct": {"label": "direct", "available": True}, "nginx": {"label": "nginx", "available": True},
                     "litellm": {"label": "LiteLLM", "available": False}},
         "meta": {"settings": {"rates": [500.0], "rounds": 3}, "started": "today", "machine": {"cpu": "cpu"}},
+        "streams": {"levels": levels},
     }  # fmt: skip
-    plot.render(doc, tmp_path / "p.png")
-    w, h, _ = decode_png((tmp_path / "p.png").read_bytes())
-    assert (w, h) == (1280, 110 + 2 * 420)
+    fig = plot.figure(doc)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["c=1, wrk: serial latency", "c=32, wrk: saturation", "open loop, 500 req/s (sim.loadgen)",
+                      "streams ladder: p99 stream time per level"]  # fmt: skip
+    latency = fig.axes[0]
+    assert [line.get_label() for line in latency.get_lines()] == ["direct", "nginx"]  # not the unavailable LiteLLM
+    assert latency.get_yscale() == "log" and [t.get_text() for t in latency.get_xticklabels()][:3] == ["50", "90", "99"]
+    ladder = fig.axes[3]
+    assert [line.get_label() for line in ladder.get_lines()][:2] == ["direct", "nginx"]
+    assert len(ladder.get_lines()) == 3  # the cross on nginx's level that was not held
+    path = plot.save(fig, tmp_path / "p.png")
+    height, width, _ = imread(path).shape  # a real PNG that decodes
+    assert (width, height) == (1400, 900)
     assert plot.nines(90.0) == pytest.approx(1.0) and plot.nines(99.9) == pytest.approx(3.0)
 
 
@@ -166,7 +137,7 @@ def test_write_md_replaces_only_the_results_section(tmp_path: Path, monkeypatch:
     md.write_text(f"# Benchmarks\n\nintro\n\n{report.BEGIN}\nold\n{report.END}\n\n## Notes\nkept\n")
     monkeypatch.setattr(report, "markdown", lambda doc, png: f"new results, plot at {png}\n")
     png = tmp_path / "x.png"
-    png.write_bytes(Canvas(2, 2).png())
+    png.write_bytes(b"\x89PNG any bytes: write_md only copies the file")
     report.write_md(md, {}, png, tmp_path / "plots" / "latest.png")
     text = md.read_text()
     assert "old" not in text and "intro" in text and "## Notes\nkept" in text
