@@ -17,9 +17,9 @@ Nothing here writes to a client or touches a connection: the pipeline acts on th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from proxy.cache import CacheEntry, Outcome, entry_from_answer, entry_from_json, entry_from_sse, key_hex, make_key
+from proxy.cache import CacheEntry, Outcome, entry_from_json, entry_from_sse, key_hex, make_key
 from proxy.cache.formats import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_EMBEDDINGS
 from proxy.wire import CONNECTION_CLOSE, CRLF, STATUS_LINE, dechunk
 
@@ -173,7 +173,7 @@ def drop_follower(ex: Exchange) -> None:
 
 
 def leader_finished(
-    ex: Exchange, cache: Cache, now: float, chunked: bool, parsed: Any = None
+    ex: Exchange, cache: Cache, now: float, chunked: bool
 ) -> tuple[list[Exchange], list[tuple[Exchange, CacheEntry]], list[Exchange]]:
     """The leader is finished: store its answer if complete and storable. Returns
     (followers whose live answer is complete, followers to serve from the entry, followers to
@@ -190,10 +190,12 @@ def leader_finished(
         fmt = FORMATS[ex.endpoint]
         if ex.stream:
             entry = entry_from_sse(fmt, 200, payload)
-        elif parsed is not None:
-            entry = entry_from_answer(fmt, parsed, payload)
+        elif payload[:1] == b"{":
+            # Checked as a JSON object already; whether it is an answer worth serving is checked on its
+            # first hit (`CacheEntry.verify`): most stored answers are never asked for again.
+            entry = CacheEntry(fmt, payload, verified=False)
         else:
-            entry = entry_from_json(fmt, 200, payload)
+            entry = None
         if entry is not None and key is not None and cache.store.put(key, entry, now, ex.cache_plan.ttl):
             cache.stored += 1
             if cache.l2 is not None:

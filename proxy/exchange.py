@@ -73,7 +73,7 @@ class Exchange:
         "model_id", "route", "main_open", "attempts", "attempts_left", "attempt_deadline_s", "tried", "outcomes", "upstream",
         "t_attempt", "hedge_after_s", "hedge_timer", "hedge", "hedge_route", "t_hedge",
         # written by the cache step
-        "cache_outcome", "cache_key", "cache_plan", "cache_entry", "capture", "capture_size", "capture_chunked", "parsed", "followers", "leader",
+        "cache_outcome", "cache_key", "cache_plan", "cache_entry", "capture", "capture_size", "capture_chunked", "followers", "leader",
         "follows_live",
         # written by the pipeline: the response
         "status", "clean", "tokens_in", "tokens_out", "cost_nusd", "head_sent", "chunked_out", "close_delimited",
@@ -144,7 +144,6 @@ class Exchange:
         self.capture: list[bytes] | None = None  # the answer's payload in the client's format, to be stored
         self.capture_size = 0
         self.capture_chunked = False  # the capture holds chunk framing, removed when it is stored
-        self.parsed: Any = None  # the leader's answer, parsed when it was checked (stored without a reparse)
         self.followers: list[Exchange] | None = None  # a cache leader's coalesced followers
         self.leader: Exchange | None = None  # a follower's leader
         self.follows_live = False

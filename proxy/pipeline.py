@@ -382,7 +382,7 @@ def _leader_finished(ex: Exchange) -> None:
     gateway = ex.gateway
     assert gateway.cache is not None
     finished, served, retry = caching.leader_finished(
-        ex, gateway.cache, gateway.loop.time(), ex.capture_chunked, ex.parsed
+        ex, gateway.cache, gateway.loop.time(), ex.capture_chunked
     )
     for follower in finished:
         if not (ex.clean and ex.status == 200):

@@ -258,7 +258,7 @@ def _relay_held(ex: Exchange, conn: UpstreamProtocol, route: Route) -> bool:
     else:
         secret = _secret(route)
         head, body = response.redacted(secret, head), response.redacted(secret, body)
-    _relay_head(ex, head, body, extra, False, body, parsed)
+    _relay_head(ex, head, body, extra, False, body)
     return True
 
 
@@ -306,7 +306,7 @@ def _head_accepted(ex: Exchange, conn: UpstreamProtocol, retry_after: float) -> 
 
 
 def _relay_head(
-    ex: Exchange, head: bytes, body: bytes, extra: bytes, chunked: bool, kept: bytes = b"", parsed: Any = None
+    ex: Exchange, head: bytes, body: bytes, extra: bytes, chunked: bool, kept: bytes = b""
 ) -> None:
     """The client's head (the provider's, or one rebuilt), with our header lines, and the first body
     bytes: one write to the client, and one to each live cache follower."""
@@ -333,7 +333,6 @@ def _relay_head(
             ex.capture = None
             return
         ex.capture_chunked = chunked
-        ex.parsed = parsed
         if ex.capture is not None:
             caching.capture(ex, kept)
         if not ex.followers:
