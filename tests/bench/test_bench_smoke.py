@@ -68,7 +68,8 @@ def test_quick_comparison_measures_every_target_and_stops_them(tmp_path: Path) -
             assert doc["summary"][name]["c32"]["cpu_us_per_req"] > 0
             assert doc["targets"][name]["rss_mib"] > 0
     hit = doc["targets"]["llm-edge-hit"]
-    assert hit["available"] or hit["note"].startswith("n/a")  # lights up when llm-edge serves cache hits
+    assert hit["available"] and not hit["note"], hit  # llm-edge serves cache hits: they must be measured
+    assert doc["summary"]["llm-edge-hit"]["c32"]["rps"] > 0 and doc["summary"]["llm-edge-hit"]["c32"]["errors"] == 0
     assert [item["key"] for item in doc["bar"]] == ["added_p50_c1", "added_p99_c1", "rps_c32", "cpu_c32",
                                                     "hit_rps_c32", "streams"]
     assert {r["target"] for r in doc["streams"]["levels"]} >= {"direct", "llm-edge", "nginx"}

@@ -598,6 +598,11 @@ def _gateway_buffered(gw: RunningGateway) -> int:
     return gw.io.call(measure)
 
 
+def _held_back(gw: RunningGateway, flaky: FaultServer) -> bool:
+    """The provider is waiting to write: the gateway stopped reading it (`FaultProtocol.writable` pending)."""
+    return gw.io.call(lambda: any(c.writable is not None and not c.writable.done() for c in flaky.connections))
+
+
 _HEAD_BOUND_REASON = (
     "gateway regression (900725f): UpstreamProtocol._decode adds len(data) of every read to head_bytes before the "
     "head is parsed, so a read carrying the head and more than 64 KiB of body (a large JSON answer to translate, or "
@@ -634,7 +639,8 @@ def test_huge_response_is_relayed_with_backpressure(
     extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if stream and mode == "raw" else {}
     with RawClient(gw.port, timeout=10) as c:
         c.send(post(chat(stream=stream, **extra)))
-        time.sleep(0.3)  # a reader that is not reading: the provider must be held back, not buffered
+        # A reader that is not reading: the provider must be held back (its writes paused), not buffered.
+        assert wait_for(lambda: _held_back(gw, flaky), 10.0), f"never held back; {flaky.bytes_sent} bytes sent"
         assert flaky.bytes_sent < 16_000_000, f"{flaky.bytes_sent} bytes left the provider while the client read none"
         assert _gateway_buffered(gw) < 1_000_000
         received = 0

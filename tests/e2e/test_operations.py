@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -174,9 +176,25 @@ class GatewayProcess:
         match = re.search(r"listening on [\d.]+:(\d+)", line)
         assert match, f"gateway did not start: {line!r} {self.proc.stderr.read().decode()}"  # type: ignore[union-attr]
         self.port = int(match.group(1))
+        self.log_read = b""  # what `wait_for_log` has read of stderr so far
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> bool:
+        """Read stderr until `text` appears in it (True), or `timeout` passes (False)."""
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.log_read:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return False
+            piece = os.read(fd, 65536)
+            if not piece:
+                return False
+            self.log_read += piece
+        return True
 
     def stop(self) -> tuple[int, str]:
         if self.proc.poll() is None:
@@ -186,7 +204,7 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             _, err = self.proc.communicate()
-        return self.proc.returncode, err.decode()
+        return self.proc.returncode, (self.log_read + err).decode()
 
 
 def write_config(path: Path, table: dict[str, Any]) -> Path:
@@ -239,8 +257,8 @@ def test_sighup_reloads_a_good_config_and_keeps_serving_on_a_bad_one(mock_uv: Mo
         assert wait_for(lambda: len(orjson.loads(get(gw.port, "/v1/models")[2])["data"]) == 2)
         path.write_text(path.read_text() + "\n[server]\nbogus_key = 1\n")
         gw.signal(signal.SIGHUP)
-        time.sleep(0.3)
-        assert len(orjson.loads(get(gw.port, "/v1/models")[2])["data"]) == 2  # the old config keeps serving
+        assert gw.wait_for_log("not reloaded")  # the bad file was read and refused...
+        assert len(orjson.loads(get(gw.port, "/v1/models")[2])["data"]) == 2  # ...and the old config keeps serving
     finally:
         code, log = gw.stop()
     assert code == 0
