@@ -352,4 +352,5 @@ def test_redis_killed_mid_run_fails_no_request(mock_uv: MockFactory, tmp_path: P
         assert stats["fleet"]["up"] is False
     finally:
         log = stop(gw)
-    assert log.count("Redis unreachable") == 2  # once per worker
+    # logged once per worker per outage (a slow first connect at start-up may be one more, and its recovery)
+    assert 2 <= log.count("Redis unreachable") <= 2 + log.count("Redis answers again")
