@@ -225,3 +225,75 @@ def assert_at_rest(gw: RunningGateway, timeout: float = 2.0) -> None:
     wait_for(settled, timeout)
     problems += gw.io.call(lambda: _unretrieved(gw.io))
     assert not problems, "the gateway is not at rest: " + "; ".join(problems)
+
+
+# A provider played by the test, byte for byte
+
+
+CLOSE = "close"  # step: close the connection (FIN)
+ABORT = "abort"  # step: reset the connection (RST)
+Step = bytes | asyncio.Event | str
+Script = Callable[[int, bytes, bytes], list[Step]]
+
+
+class Scripted:
+    """Answers request number `n` (from 0, over all connections) with `script(n, head, body)`: bytes
+    to write, events to wait for (set them with `io.call(event.set)`), CLOSE or ABORT. After the
+    last step the connection stays open for the next request."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.requests: list[tuple[bytes, bytes]] = []  # (head, body) of every request read
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> Scripted:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                self.requests.append((head, body))
+                for step in self.script(len(self.requests) - 1, head, body):
+                    if isinstance(step, asyncio.Event):
+                        await step.wait()
+                    elif step == CLOSE:
+                        writer.close()
+                        return
+                    elif step == ABORT:
+                        writer.transport.abort()
+                        return
+                    else:
+                        assert isinstance(step, bytes)
+                        writer.write(step)
+                        await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+
+def event(io: LoopThread) -> asyncio.Event:
+    """An event the scripted provider can wait on; set it with `io.call(ev.set)`."""
+
+    async def make() -> asyncio.Event:
+        return asyncio.Event()
+
+    return io.run(make())

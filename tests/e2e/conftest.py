@@ -9,7 +9,7 @@ import pytest
 
 from mocks.config import MockConfig
 from mocks.server import MockServer, start_mock
-from tests.harness import ASYNCIO_LOG, LoopThread, RunningGateway, assert_at_rest, start_gateway
+from tests.harness import ASYNCIO_LOG, LoopThread, RunningGateway, Script, Scripted, assert_at_rest, start_gateway
 
 
 @pytest.fixture(autouse=True)
@@ -123,6 +123,24 @@ def mock(io: LoopThread) -> Iterator[MockFactory]:
 @pytest.fixture
 def gateway(io: LoopThread, at_rest: AtRest) -> Iterator[GatewayFactory]:
     yield from _gateway_factory(io, at_rest)
+
+
+ScriptedFactory = Callable[[Script], Scripted]
+
+
+@pytest.fixture
+def scripted(io: LoopThread) -> Iterator[ScriptedFactory]:
+    """Providers played by the test byte for byte (`tests.harness.Scripted`), on the test's loop."""
+    started: list[Scripted] = []
+
+    def make(script: Script) -> Scripted:
+        server = io.run(Scripted(script).start())
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        io.run(server.close())
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ waits for a fact it can observe (a request the provider read, a count on the loo
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 from collections.abc import Callable, Iterator
@@ -24,8 +23,18 @@ import pytest
 from mocks.faults import FaultConfig, FaultServer, start_faulty
 from proxy.errors import ConfigError, UpstreamProtocolError
 from proxy.translate.sse import SSEParser
-from tests.e2e.conftest import GatewayFactory, MockFactory, provider
-from tests.harness import LoopThread, RunningGateway, assert_at_rest, wait_for
+from tests.e2e.conftest import GatewayFactory, MockFactory, ScriptedFactory, provider
+from tests.harness import (
+    ABORT,
+    LoopThread,
+    RunningGateway,
+    Script,
+    Scripted,
+    Step,
+    assert_at_rest,
+    event,
+    wait_for,
+)
 
 HANG_S = 3.0  # a socket read that waits longer than this is a hang
 GATEWAY_KEY = "sk-gw-defects-0001"
@@ -33,80 +42,6 @@ ROUTER = {"explore_ratio": 0.0}  # routes are tried in the order listed
 
 
 # A provider played by the test
-
-
-CLOSE = "close"  # step: close the connection (FIN)
-ABORT = "abort"  # step: reset the connection (RST)
-Step = bytes | asyncio.Event | str
-Script = Callable[[int, bytes, bytes], list[Step]]
-
-
-class Scripted:
-    """Answers request number `n` (from 0, over all connections) with `script(n, head, body)`: bytes
-    to write, events to wait for (set them with `io.call(event.set)`), CLOSE or ABORT. After the
-    last step the connection stays open for the next request."""
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.requests: list[tuple[bytes, bytes]] = []  # (head, body) of every request read
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> Scripted:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                body = await reader.readexactly(length)
-                self.requests.append((head, body))
-                for step in self.script(len(self.requests) - 1, head, body):
-                    if isinstance(step, asyncio.Event):
-                        await step.wait()
-                    elif step == CLOSE:
-                        writer.close()
-                        return
-                    elif step == ABORT:
-                        writer.transport.abort()
-                        return
-                    else:
-                        assert isinstance(step, bytes)
-                        writer.write(step)
-                        await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
-
-
-@pytest.fixture
-def scripted(io: LoopThread) -> Iterator[Callable[[Script], Scripted]]:
-    started: list[Scripted] = []
-
-    def make(script: Script) -> Scripted:
-        server = io.run(Scripted(script).start())
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        io.run(server.close())
 
 
 @pytest.fixture
@@ -121,15 +56,6 @@ def faulty(io: LoopThread) -> Iterator[Callable[[], FaultServer]]:
     yield make
     for server in started:
         io.run(server.close())
-
-
-def event(io: LoopThread) -> asyncio.Event:
-    """An event the scripted provider can wait on; set it with `io.call(ev.set)`."""
-
-    async def make() -> asyncio.Event:
-        return asyncio.Event()
-
-    return io.run(make())
 
 
 # What providers send
@@ -355,7 +281,7 @@ def always(steps: list[Step]) -> Script:
 
 
 def test_1_followers_of_an_abandoned_leader_whose_upstream_fails_get_an_end(
-    io: LoopThread, scripted: Callable[[Script], Scripted], gateway: GatewayFactory
+    io: LoopThread, scripted: ScriptedFactory, gateway: GatewayFactory
 ) -> None:
     head_gate, fail_gate = event(io), event(io)
 
@@ -452,7 +378,7 @@ def test_2_deep_body_translated_for_another_api_is_answered(mock: MockFactory, g
 
 @pytest.mark.xfail(strict=True, reason="issue 11 defect 3: a text block whose text is a number gets 500, not 502")
 def test_3_anthropic_text_that_is_a_number_is_an_answer_or_a_502(
-    scripted: Callable[[Script], Scripted], gateway: GatewayFactory
+    scripted: ScriptedFactory, gateway: GatewayFactory
 ) -> None:
     up = scripted(always([http_json(anthropic_answer(5))]))
     gw = gateway(single(scripted_provider(up, kind="anthropic")))
@@ -487,7 +413,7 @@ def test_4_pipelined_repeats_go_upstream_once(mock: MockFactory, gateway: Gatewa
     [("openai", False), ("openai", True), ("anthropic", False)],
     ids=["relayed", "rebuilt-stream", "rebuilt-translated"],
 )
-def test_5_status_799_is_a_502(scripted: Callable[[Script], Scripted], gateway: GatewayFactory, kind: str,
+def test_5_status_799_is_a_502(scripted: ScriptedFactory, gateway: GatewayFactory, kind: str,
                                 stream: bool) -> None:  # fmt: skip
     up = scripted(always([http_json({"error": {"message": "odd"}}, status=799, reason=b"Odd")]))
     gw = gateway(single(scripted_provider(up, kind=kind)))
@@ -496,9 +422,7 @@ def test_5_status_799_is_a_502(scripted: Callable[[Script], Scripted], gateway: 
     assert_at_rest(gw)
 
 
-def test_5_retry_after_inf_on_the_translated_path(
-    scripted: Callable[[Script], Scripted], gateway: GatewayFactory
-) -> None:
+def test_5_retry_after_inf_on_the_translated_path(scripted: ScriptedFactory, gateway: GatewayFactory) -> None:
     error = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
     up = scripted(always([http_json(error, status=429, reason=b"Too Many Requests", extra=b"retry-after: inf\r\n")]))
     gw = gateway(single(scripted_provider(up, kind="anthropic")))
@@ -566,7 +490,7 @@ def test_7_http_1_0_stream_is_not_chunked(mock: MockFactory, gateway: GatewayFac
     ],
 )
 def test_8_terminator_in_model_output_is_not_the_end(
-    scripted: Callable[[Script], Scripted], gateway: GatewayFactory, mode: str
+    scripted: ScriptedFactory, gateway: GatewayFactory, mode: str
 ) -> None:
     """The provider ends its stream (the last chunk) without its terminator; its last event has it as model output."""
     if mode.startswith("openai"):
@@ -592,7 +516,7 @@ def test_8_terminator_in_model_output_is_not_the_end(
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"], ids=["usage-stripped", "translated"])
 def test_9_capture_of_a_rebuilt_stream_is_bounded(
-    io: LoopThread, scripted: Callable[[Script], Scripted], gateway: GatewayFactory, kind: str
+    io: LoopThread, scripted: ScriptedFactory, gateway: GatewayFactory, kind: str
 ) -> None:
     bound = 64 * 1024
     gate = event(io)
@@ -634,7 +558,7 @@ def test_9_sse_parser_bounds_a_partial_line() -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-def test_10_operator_and_cookie_headers_stay(scripted: Callable[[Script], Scripted], gateway: GatewayFactory,
+def test_10_operator_and_cookie_headers_stay(scripted: ScriptedFactory, gateway: GatewayFactory,
                                              stream: bool) -> None:  # fmt: skip
     extra = b"openai-organization: org-operator\r\nopenai-project: proj_operator\r\nset-cookie: __cf_bm=abc; path=/\r\n"
     steps = openai_stream("hi") if stream else [http_json(openai_answer(), extra=extra)]
@@ -649,9 +573,7 @@ def test_10_operator_and_cookie_headers_stay(scripted: Callable[[Script], Script
     assert not leaked, f"provider headers relayed: {sorted(leaked)}"
 
 
-def test_10_connection_listed_headers_are_hop_by_hop(
-    scripted: Callable[[Script], Scripted], gateway: GatewayFactory
-) -> None:
+def test_10_connection_listed_headers_are_hop_by_hop(scripted: ScriptedFactory, gateway: GatewayFactory) -> None:
     extra = b"connection: keep-alive, x-hop-secret\r\nx-hop-secret: between-us\r\nkeep-alive: timeout=5\r\n"
     up = scripted(always([http_json(openai_answer(), extra=extra)]))
     gw = gateway(single(scripted_provider(up)))
@@ -669,7 +591,7 @@ def test_10_connection_listed_headers_are_hop_by_hop(
     ids=["newline", "spaces", "anthropic-crlf"],
 )  # fmt: skip
 def test_11_provider_key_whitespace_is_trimmed_or_refused(
-    scripted: Callable[[Script], Scripted], gateway: GatewayFactory, kind: str, value: str
+    scripted: ScriptedFactory, gateway: GatewayFactory, kind: str, value: str
 ) -> None:
     up = scripted(always([http_json(anthropic_answer() if kind == "anthropic" else openai_answer())]))
     p = {"name": "s", "kind": kind, "base_url": up.base_url, "api_key_env": "UPSTREAM_KEY"}
@@ -718,7 +640,7 @@ def test_12_non_completion_falls_back(
 
 @pytest.mark.parametrize("body", [b"[]", b'"a string"', b"null"], ids=["array", "string", "null"])
 def test_12_json_that_is_not_an_object_falls_back(
-    scripted: Callable[[Script], Scripted], mock: MockFactory, gateway: GatewayFactory, body: bytes
+    scripted: ScriptedFactory, mock: MockFactory, gateway: GatewayFactory, body: bytes
 ) -> None:
     up, healthy = scripted(always([http_json(body)])), mock()
     gw = gateway(two(scripted_provider(up), provider("healthy", healthy, kind="openai", api_key="sk-up")))
@@ -747,7 +669,7 @@ def many_interim_heads() -> bytes:
 
 @pytest.mark.parametrize("answer", [huge_head, many_interim_heads], ids=["100KiB-head", "5000-interim-heads"])
 def test_13_head_bounds_hold_in_one_read(
-    scripted: Callable[[Script], Scripted], mock: MockFactory, gateway: GatewayFactory, answer: Callable[[], bytes]
+    scripted: ScriptedFactory, mock: MockFactory, gateway: GatewayFactory, answer: Callable[[], bytes]
 ) -> None:
     up, healthy = scripted(always([answer()])), mock()
     gw = gateway(two(scripted_provider(up), provider("healthy", healthy, kind="openai", api_key="sk-up")))
@@ -767,7 +689,7 @@ def rate_limited(retry_after: int = 30) -> bytes:
 
 
 def test_14_retry_after_from_the_only_route_does_not_refuse_others(
-    scripted: Callable[[Script], Scripted], gateway: GatewayFactory
+    scripted: ScriptedFactory, gateway: GatewayFactory
 ) -> None:
     up = scripted(lambda n, head, body: [rate_limited() if n == 0 else http_json(openai_answer())])
     gw = gateway(single(scripted_provider(up)))
@@ -780,7 +702,7 @@ def test_14_retry_after_from_the_only_route_does_not_refuse_others(
 
 
 def test_14_every_route_rate_limited_is_a_429_with_retry_after(
-    scripted: Callable[[Script], Scripted], gateway: GatewayFactory
+    scripted: ScriptedFactory, gateway: GatewayFactory
 ) -> None:
     a, b = scripted(always([rate_limited()])), scripted(always([rate_limited()]))
     gw = gateway(two(scripted_provider(a, name="a"), scripted_provider(b, name="b")))
