@@ -235,9 +235,9 @@ def test_blackholed_single_route_is_a_504_at_the_connect_timeout(gateway: Gatewa
         gw = gateway(single(
             {"name": "hole", "kind": "openai", "api_key": SECRET, "base_url": f"http://127.0.0.1:{port}/v1", **TIMEOUTS}
         ))  # fmt: skip
-        c, elapsed = ask(gw)
-    assert_gateway_error(the_response(c), 504)
-    assert TIMEOUTS["connect_timeout_s"] - 0.05 < elapsed < TIMEOUTS["connect_timeout_s"] + SLACK_S
+        c, _ = ask(gw)
+    error = assert_gateway_error(the_response(c), 504)
+    assert error["message"] == "connecting to provider 'hole' timed out", error  # the connect deadline ended it
 
 
 @pytest.mark.parametrize(
@@ -536,12 +536,12 @@ def test_a_faulty_provider_never_poisons_the_cache(faulty: FaultyFactory, gatewa
 
 
 def test_drip_feeding_provider_is_cut_at_the_total_deadline(faulty: FaultyFactory, gateway: GatewayFactory) -> None:
-    total = 0.5
-    gw = gateway(single(fault_provider(faulty(), "drip;interval_s=0.05", total_timeout_s=total)))
-    c, elapsed = ask(gw, stream=True)
+    flaky = faulty()
+    gw = gateway(single(fault_provider(flaky, "drip;interval_s=0.05", total_timeout_s=0.5)))
+    c, _ = ask(gw, stream=True)
     assert_stream_failed(c)
-    assert total - 0.05 < elapsed < total + SLACK_S  # the idle timer never fired; the total one did
-    assert b"timed out waiting for the whole response" in the_response(c).body
+    assert b"timed out waiting for the whole response" in the_response(c).body  # the total timer, not the idle one
+    assert wait_for(lambda: flaky.peer_closed_mid_fault == 1)  # the gateway hung up on a drip that never ends
 
 
 def test_sse_without_its_terminator_ends_in_an_error_event(faulty: FaultyFactory, gateway: GatewayFactory) -> None:
