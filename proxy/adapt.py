@@ -92,7 +92,7 @@ class Translation:
 
     __slots__ = (
         "client_api", "model", "stream_mode", "wants_usage", "input_estimate", "secret", "status", "extra",
-        "stream", "streaming", "parts", "size", "tokens_in", "tokens_out", "outbox", "kept", "errored",
+        "stream", "streaming", "parts", "size", "tokens_in", "tokens_out", "outbox", "kept", "keeping", "errored",
     )  # fmt: skip
 
     def __init__(
@@ -114,7 +114,8 @@ class Translation:
         self.tokens_in = 0
         self.tokens_out = 0
         self.outbox: list[bytes] = []
-        self.kept: list[bytes] = []
+        self.kept: list[bytes] = []  # the client-format payload, for the cache when `keeping`
+        self.keeping = False
         self.errored = False  # the client's stream ended with an error event
 
     def head(self, status: int) -> bytes | None:
@@ -137,7 +138,8 @@ class Translation:
             out = stream.feed(data)
             if out:
                 self.outbox.append(chunk(out))
-                self.kept.append(out)
+                if self.keeping:
+                    self.kept.append(out)
             return
         self.size += len(data)
         if self.size > MAX_TRANSLATED_BYTES:
@@ -181,7 +183,8 @@ class Translation:
                 return translate.to_openai_error(status, raw)
             return translate.to_anthropic_error(status, raw)
         out = self._translate_answer(raw)
-        self.kept.append(out)
+        if self.keeping:
+            self.kept.append(out)
         return status, out
 
     def _translate_answer(self, raw: bytes) -> bytes:
@@ -232,7 +235,8 @@ class UsageOnly(Translation):
         if self.status != 200:
             super().body(data)
             return
-        self.kept.append(data)  # the whole stream, usage included, is what the cache keeps
+        if self.keeping:
+            self.kept.append(data)  # the whole stream, usage included, is what the cache keeps
         if self.parser.idle and data.endswith(b"\n\n") and b'"choices":[]' not in data:
             # Whole events, none of them the usage chunk: no parsing. Only the stream's last
             # event may be its terminator; model output cannot end a read with it.

@@ -115,7 +115,10 @@ def on_upstream_data(ex: Exchange, data: bytes, last: bool) -> None:
         data = response.redacted(_secret(ex.route), data)
     elif last and ex.stream and not response.stream_completed(ex.api, ex.tail_prev[-64:] + data):
         data = _cut_short(ex, data)
-    broadcast(ex, data, data)
+    if ex.followers is None:  # not a cache leader, the usual case: straight to the client
+        write(ex, data)
+    else:
+        broadcast(ex, data, data)
 
 
 def on_decoded_head(ex: Exchange, conn: UpstreamProtocol) -> None:
@@ -128,6 +131,7 @@ def on_decoded_head(ex: Exchange, conn: UpstreamProtocol) -> None:
     if not _head_accepted(ex, conn, retry_after):
         return
     translation = ex.translation = conn.translation
+    translation.keeping = ex.capture is not None  # the cache wants the client-format stream
     if retry_after:
         translation.extra = b"retry-after: %d\r\n" % max(1, round(retry_after))
     prefix = translation.head(conn.status)
@@ -149,7 +153,11 @@ def on_decoded_read(ex: Exchange, conn: UpstreamProtocol) -> None:
     translation = ex.translation
     if conn is ex.upstream and translation is not None and ex.head_sent:
         out = translation.flush()
-        if out:
+        if not out:
+            return
+        if ex.followers is None:  # not a cache leader, the usual case: straight to the client
+            write(ex, out)
+        else:
             broadcast(ex, out, translation.take_kept())
 
 
