@@ -629,7 +629,7 @@ def test_thousands_of_idle_connections(mock: MockFactory, gateway: GatewayFactor
         if wanted < 3 * n + 200:
             pytest.skip(f"fd limit {hard} is too low for {n} connections")
     upstream = mock()
-    gw = gateway({**one_model(provider("local", upstream)), "server": {**SERVER, "header_timeout_s": 1.5}})
+    gw = gateway({**one_model(provider("local", upstream)), "server": {**SERVER, "header_timeout_s": 3.0}})
     socks: list[socket.socket] = []
     try:
         rss_before = _rss_bytes()
@@ -641,13 +641,14 @@ def test_thousands_of_idle_connections(mock: MockFactory, gateway: GatewayFactor
                 s.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: g")
         assert wait_for(lambda: gw.io.call(lambda: len(gw.gateway.connections)) == n, 10.0)
         per_connection = (_rss_bytes() - rss_before) / n  # both ends live in this process
-        started = time.monotonic()
         with RawClient(gw.port) as c:
             c.send(post(chat()))
             [resp] = c.read(1)
-        assert resp.status == 200 and time.monotonic() - started < 1.0
+            served_among = gw.io.call(lambda: len(gw.gateway.connections))
+        assert resp.status == 200
+        assert served_among == n + 1, served_among  # served while every idle one still waited on its deadline
         assert per_connection < 16 * 1024, f"{per_connection:.0f} bytes of RSS per idle connection"
-        assert wait_for(lambda: gw.io.call(lambda: len(gw.gateway.connections)) == 0, 1.5 + 5.0)
+        assert wait_for(lambda: gw.io.call(lambda: len(gw.gateway.connections)) == 0, 3.0 + 5.0)
     finally:
         for s in socks:
             s.close()
