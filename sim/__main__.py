@@ -14,22 +14,31 @@
 # earlier ones (temperature 0, so they are cacheable). A failover run with any client error
 # exits 1 like any other run with errors: fallback must hide the failing provider completely.
 #
-# `--soak MINUTES` (sim/soak.py) runs the bounded soak test instead: a mixed load with client
+# `--soak MINUTES` (sim/soak/) runs the bounded soak test instead: a mixed load with client
 # aborts and provider faults, the gateway's RSS, fds and pools measured at the start and the
 # end. Exit status 0 when nothing was lost and nothing grew past its bound, else 1.
+#
+# `--plot FILE.png` (sim/plot.py, matplotlib from the `plot` extra) draws the run: latency and
+# overhead distributions, provider shares over time and cost per provider. A run without
+# --scenario then also runs the failover and slowdown scenarios (SCENARIO_DURATION each, on their
+# own fresh stacks, reported on stderr only) so the plot shows traffic switching away and back.
+# `--progress` draws a progress bar with the time left on stderr (it is on by default when stderr
+# is a terminal); stdout stays the one report.
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import orjson
 
-from sim import loadgen, report, scenario, workload
+from sim import loadgen, plotting, report, scenario, workload
 from sim.procs import StartError
+from sim.progressbar import ProgressBar, wanted
 from sim.stack import Stack
 
 DEFAULT_REQUESTS = 5000
@@ -58,7 +67,9 @@ class Settings:
     quiet: bool
     scenario: str | None = None
     repeat_ratio: float = 0.0
-    soak: float | None = None  # minutes of soak test (sim/soak.py) instead of a throughput run
+    soak: float | None = None  # minutes of soak test (sim/soak/) instead of a throughput run
+    plot: Path | None = None  # draw the run (and the scenario runs) into this PNG
+    progress: bool = False  # a progress bar even when stderr is not a terminal
 
     def mode(self) -> str:
         """"open" with a fixed arrival rate, else "closed"."""
@@ -97,10 +108,16 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     soak_group.add_argument("--soak", type=float, metavar="MINUTES",
                             help="soak test for MINUTES (e.g. 10, or 1 in CI): streams, cache hits, client aborts "
                                  "and provider faults; fails if a request is lost or the gateway's RSS, fds or "
-                                 "pools grow past their bounds (see sim/soak.py)")
+                                 "pools grow past their bounds (see sim/soak/)")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the report as one JSON object")
     out.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    out.add_argument("--progress", action="store_true",
+                     help="a progress bar with the time left on stderr, even when it is not a terminal")
+    out.add_argument("--plot", type=Path, metavar="FILE.png",
+                     help="draw latency and overhead distributions, provider shares over time (this run, and "
+                          "failover and slowdown runs unless --scenario picks one) and cost per provider; "
+                          f"needs matplotlib: {plotting.INSTALL}")
     a = p.parse_args(argv)
     if a.soak is not None:
         if not a.soak > 0:
@@ -108,9 +125,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         given = [name for name, default in (("requests", None), ("duration", None), ("rate", None),
                                             ("connections", None), ("scenario", None), ("stream", False),
                                             ("repeat_ratio", 0.0)) if getattr(a, name) != default]  # fmt: skip
+        if a.plot is not None:
+            given.append("plot")
         if given:
             flags = ", ".join("--" + g.replace("_", "-") for g in given)
             p.error(f"--soak runs its own mixed load; it does not take {flags}")
+    if a.plot is not None and not plotting.available():
+        p.error(f"--plot needs matplotlib: {plotting.INSTALL}")
     if a.scenario and a.requests is None and a.duration is None and a.rate is None:
         a.duration, a.rate = SCENARIO_DURATION, SCENARIO_RATE
         a.connections = a.connections or 64
@@ -130,34 +151,45 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         requests=a.requests, duration=a.duration, concurrency=a.concurrency, rate=a.rate, connections=a.connections,
         stream=a.stream, tokens=a.tokens, timeout=a.timeout, loadgen_cpu=a.loadgen_cpu, gateway_cpu=a.gateway_cpu,
         gateway_loop=a.gateway_loop, json=a.json, quiet=a.quiet, scenario=a.scenario, repeat_ratio=a.repeat_ratio,
-        soak=a.soak,
+        soak=a.soak, plot=a.plot, progress=a.progress,
     )
 
 
 class Monitor:
     """Receives the load process's progress (in this thread): drives the scenario, shows progress."""
 
-    __slots__ = ("driver", "last_done", "last_print", "quiet")
+    __slots__ = ("bar", "driver", "duration", "last_done", "last_print", "quiet", "requests")
 
-    def __init__(self, quiet: bool, driver: scenario.Driver | None = None) -> None:
+    def __init__(self, quiet: bool, driver: scenario.Driver | None = None, bar: ProgressBar | None = None,
+                 duration: float | None = None, requests: int | None = None) -> None:  # fmt: skip
         self.quiet = quiet
         self.driver = driver
+        self.bar = bar or ProgressBar("[sim]", False)
+        self.duration = duration  # the run's length when the clock bounds it
+        self.requests = requests  # else its request count
         self.last_print = 0.0
         self.last_done = 0
+
+    def share(self, p: loadgen.Progress) -> float:
+        """How much of the run is done, 0..1."""
+        if self.duration:
+            return p.elapsed_s / self.duration
+        return p.done / self.requests if self.requests else 0.0
 
     def tick(self, p: loadgen.Progress) -> None:
         """Fire due scenario events; show live progress on stderr about once per second."""
         fired = self.driver.tick(p) if self.driver is not None else []
+        self.bar.update(self.share(p), p.elapsed_s, f"done {p.done}  errors {p.errors}")  # off when quiet
         if self.quiet:
             return
         for e in fired:
-            print(f"[sim] {e['at_s']:5.1f}s  scenario: {e['provider']} {e['label']}", file=sys.stderr, flush=True)
+            self.bar.say(f"[sim] {e['at_s']:5.1f}s  scenario: {e['provider']} {e['label']}")
         if p.elapsed_s - self.last_print >= 0.95 or self.driver is None:
             interval = p.elapsed_s - self.last_print
             rps = (p.done - self.last_done) / interval if interval > 0 else p.rps
             self.last_print, self.last_done = p.elapsed_s, p.done
-            print(f"[sim] {p.elapsed_s:5.1f}s  done {p.done}  ok {p.ok}  errors {p.errors}  "
-                  f"in-flight {p.in_flight}  rps {rps:.0f}", file=sys.stderr, flush=True)
+            self.bar.say(f"[sim] {p.elapsed_s:5.1f}s  done {p.done}  ok {p.ok}  errors {p.errors}  "
+                         f"in-flight {p.in_flight}  rps {rps:.0f}")  # fmt: skip
 
 
 def load_spec(s: Settings, host: str, port: int) -> loadgen.LoadSpec:
@@ -174,48 +206,92 @@ def load_spec(s: Settings, host: str, port: int) -> loadgen.LoadSpec:
     )
 
 
-def simulate(s: Settings) -> dict[str, Any]:
-    """Run the whole simulation and return the report dict (raises StartError/LoadgenError)."""
+@dataclass
+class Outcome:
+    """One simulator run: its report, the load's raw results, and the gateway's /metrics page at the end."""
+
+    report: dict[str, Any]
+    results: loadgen.Results
+    metrics: str = ""
+    prices: dict[str, tuple[float, float]] | None = None  # provider -> (input, output) USD per Mtok
+
+
+def simulate(s: Settings, bar: ProgressBar | None = None) -> Outcome:
+    """Run the whole simulation (raises StartError/LoadgenError)."""
     gateway_cpus = loadgen.parse_cpus(s.gateway_cpu) if s.gateway_cpu else None
     router = scenario.ROUTER if s.scenario else None
+    bar = bar or ProgressBar("[sim]", False)
+    say = (lambda line: None) if s.quiet else bar.say
     with Stack(tokens=s.tokens, gateway_loop=s.gateway_loop, gateway_cpus=gateway_cpus, router=router) as stack:
         host, port = stack.gateway_addr
-        if not s.quiet:
-            mocks = ", ".join(f"{p.name} {h}:{pt} (ttft {p.ttft_ms:g} ms)"
-                              for p, (h, pt) in zip(stack.providers, stack.mock_addrs))
-            print(f"[sim] gateway {host}:{port}; mocks {mocks}", file=sys.stderr, flush=True)
+        mocks = ", ".join(f"{p.name} {h}:{pt} (ttft {p.ttft_ms:g} ms, ${p.input_per_mtok:g} in / "
+                          f"${p.output_per_mtok:g} out per Mtok)"
+                          for p, (h, pt) in zip(stack.providers, stack.mock_addrs))  # fmt: skip
+        say(f"[sim] gateway {host}:{port}; mocks {mocks}")
         spec = load_spec(s, host, port)
         driver = None
+        clock = s.duration if s.rate is not None or s.requests is None else None
         if s.scenario:
             driver = scenario.Driver(s.scenario, scenario.events(s.scenario, stack.providers),
                                      lambda name, changes: stack.mock_config(name, **changes),
-                                     duration=s.duration if s.rate is not None or s.requests is None else None,
-                                     requests=spec.planned())  # fmt: skip
-            if not s.quiet:
-                for e in driver.events:
-                    print(f"[sim] scenario {s.scenario}: {e.provider} {e.label} at {e.at:.0%} of the run",
-                          file=sys.stderr, flush=True)
+                                     duration=clock, requests=spec.planned())  # fmt: skip
+            for e in driver.events:
+                say(f"[sim] scenario {s.scenario}: {e.provider} {e.label} at {e.at:.0%} of the run")
         cpus = loadgen.parse_cpus(s.loadgen_cpu) if s.loadgen_cpu else None
-        results = loadgen.run_process(spec, cpu=cpus, progress=Monitor(s.quiet, driver).tick)
-        if results.errors and not s.quiet and stack.gateway is not None:
-            print(f"[sim] {results.errors} requests failed; gateway log tail:\n{stack.gateway.log_tail(15)}",
-                  file=sys.stderr)
+        monitor = Monitor(s.quiet, driver, bar, duration=clock, requests=spec.planned())
+        results = loadgen.run_process(spec, cpu=cpus, progress=monitor.tick)
+        bar.close()
+        if results.errors and stack.gateway is not None:
+            say(f"[sim] {results.errors} requests failed; gateway log tail:\n{stack.gateway.log_tail(15)}")
+        metrics = ""
         try:
             stats = stack.stats()
+            if s.plot is not None:
+                metrics = stack.metrics_text()
         except (OSError, RuntimeError, ValueError) as exc:
             print(f"[sim] could not read gateway /stats: {exc}", file=sys.stderr)
             if stack.gateway is not None and not stack.gateway.alive():
                 print(f"[sim] the gateway died:\n{stack.gateway.log_tail()}", file=sys.stderr)
             stats = None
+        prices = {p.name: (p.input_per_mtok, p.output_per_mtok) for p in stack.providers}
     run = asdict(s)
     run.update(mode=s.mode(), connections=spec.slots(), track=True)
-    for key in ("json", "quiet", "loadgen_cpu", "gateway_cpu"):
+    for key in ("json", "quiet", "loadgen_cpu", "gateway_cpu", "plot", "progress"):
         del run[key]
     rep = report.build(results, stats, run)
     if driver is not None:
         rep["scenario"] = driver.describe()
         rep["scenario"]["router"] = dict(scenario.ROUTER)
-    return rep
+    return Outcome(rep, results, metrics, prices)
+
+
+def scenario_settings(s: Settings, name: str) -> Settings:
+    """The settings of a scenario run drawn next to the run `s` (its default load, quiet)."""
+    return replace(s, scenario=name, requests=None, duration=SCENARIO_DURATION, rate=SCENARIO_RATE,
+                   connections=s.connections or 64, repeat_ratio=0.0, json=False, quiet=True)  # fmt: skip
+
+
+def draw(s: Settings, main: Outcome) -> list[Outcome]:
+    """Write the plot of `main` to s.plot, running the scenario runs it needs first; returns those runs."""
+    from sim import plot  # only here: matplotlib is an optional extra
+
+    assert s.plot is not None
+    extra: list[Outcome] = []
+    if s.scenario is None:
+        for name in ("failover", "slowdown"):
+            if not s.quiet:
+                print(f"[sim] plot: a {SCENARIO_DURATION:g}s {name} run at {SCENARIO_RATE:g} req/s for panel (c)",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            label = f"[sim {name}]"
+            extra.append(simulate(scenario_settings(s, name), ProgressBar(label, wanted(s.progress, s.quiet))))
+    runs = [plot.PlotRun("this run" if s.scenario is None else s.scenario, o.report, o.results,
+                         plot.overhead_buckets(o.metrics), o.prices or {}) for o in (main, *extra)]  # fmt: skip
+    for o, run in zip(extra, runs[1:]):
+        run.name = f"{run.report['scenario']['name']} scenario ({o.report['errors']} errors)"
+    plotting.save(plot.figure(runs[0], runs[1:]), s.plot)
+    if not s.quiet:
+        print(f"[sim] wrote {s.plot}", file=sys.stderr, flush=True)
+    return extra
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
@@ -230,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     if settings.soak is not None:
         return soak_main(settings)
     try:
-        rep = simulate(settings)
+        outcome = simulate(settings, ProgressBar("[sim]", wanted(settings.progress, settings.quiet)))
+        rep = outcome.report
+        if settings.plot is not None:
+            draw(settings, outcome)
     except (StartError, loadgen.LoadgenError) as exc:
         print(f"sim: {exc}", file=sys.stderr)
         return 2
@@ -251,7 +330,8 @@ def soak_main(s: Settings) -> int:
 
     cpus = loadgen.parse_cpus(s.gateway_cpu) if s.gateway_cpu else None
     try:
-        rep = soak.run(s.soak or 0.0, quiet=s.quiet, gateway_loop=s.gateway_loop, gateway_cpus=cpus)
+        rep = soak.run(s.soak or 0.0, quiet=s.quiet, gateway_loop=s.gateway_loop, gateway_cpus=cpus,
+                       progress=wanted(s.progress, s.quiet))
     except StartError as exc:
         print(f"sim: {exc}", file=sys.stderr)
         return 2

@@ -128,6 +128,13 @@ class Stack:
             raise RuntimeError(f"GET /stats answered {status}")
         return json.loads(body)
 
+    def metrics_text(self) -> str:
+        """The gateway's GET /metrics page (Prometheus text)."""
+        status, body = procs.http_get(*self.gateway_addr, "/metrics")
+        if status != 200:
+            raise RuntimeError(f"GET /metrics answered {status}")
+        return body.decode("utf-8", "replace")
+
     def mock_config(self, provider: str, **changes: Any) -> None:
         """Change a running mock's behaviour (POST /_mock/config), e.g. ``error_rate=1.0``."""
         host, port = self.mock_addrs[[p.name for p in self.providers].index(provider)]

@@ -37,7 +37,8 @@ async def http_call(host: str, port: int, method: str, path: str, body: bytes | 
         finally:
             writer.close()
 
-    return await asyncio.wait_for(go(), timeout)
+    async with asyncio.timeout(timeout):
+        return await go()
 
 
 class ClientConn:
@@ -111,7 +112,10 @@ async def one(host: str, port: int, kind: Kind, conn: ClientConn, payload: bytes
     """One request of `kind`, bounded by CLIENT_TIMEOUT_S."""
     r = Result(kind.name, time.monotonic())
     try:
-        await asyncio.wait_for(exchange(host, port, kind, conn, r, payload, expected, closed_after), CLIENT_TIMEOUT_S)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the inner
+        # call finishes, and then Ctrl-C would not stop the soak.
+        async with asyncio.timeout(CLIENT_TIMEOUT_S):
+            await exchange(host, port, kind, conn, r, payload, expected, closed_after)
     except TimeoutError:
         r.outcome = f"timeout after {CLIENT_TIMEOUT_S:g} s"
         conn.close()
@@ -131,10 +135,11 @@ async def abort(host: str, port: int, payload: bytes, n: int, rng: random.Random
         if stage == "after_send":
             await asyncio.sleep(rng.random() * 0.004)  # somewhere between parsing and the first byte
         else:
-            r.status, headers = await asyncio.wait_for(read_head(reader), CLIENT_TIMEOUT_S)
-            r.provider = headers.get("x-llm-edge-provider", "")
-            if stage == "mid_body":
-                await asyncio.wait_for(reader.read(512), CLIENT_TIMEOUT_S)
+            async with asyncio.timeout(CLIENT_TIMEOUT_S):
+                r.status, headers = await read_head(reader)
+                r.provider = headers.get("x-llm-edge-provider", "")
+                if stage == "mid_body":
+                    await reader.read(512)
     except TimeoutError:
         r.outcome = "timeout before the planned abort"
     except (CutError, ConnectionError, OSError, ValueError) as exc:

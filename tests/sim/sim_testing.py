@@ -11,6 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +27,7 @@ T = TypeVar("T")
 
 LOOPS = ("uvloop", "asyncio")
 REPO = Path(__file__).resolve().parents[2]
+MISSING = [m for m in ("proxy/__main__.py", "mocks/__main__.py") if not (REPO / m).exists()]
 
 
 @pytest.fixture(params=LOOPS)
@@ -72,3 +77,17 @@ def env(marker: str) -> dict[str, str]:
     e["LLM_EDGE_SIM_TEST"] = marker
     e["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), e.get("PYTHONPATH", "")) if p)
     return e
+
+
+def sim(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`python -m sim ARGS` in a marked environment: (the finished process, seconds); no child may outlive it."""
+    marker = uuid.uuid4().hex
+    t = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True, timeout=60,
+                              env=env(marker), cwd="/")
+    finally:
+        left = reap(marker)
+    elapsed = time.monotonic() - t
+    assert left == [], "child processes outlived python -m sim"
+    return done, elapsed

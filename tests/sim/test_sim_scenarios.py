@@ -12,9 +12,9 @@ import pytest
 from proxy import config
 from sim import loadgen, report, scenario, workload
 from sim.results import FROM_CACHE, NO_PROVIDER, Progress, Results
+from sim.soak import mix as soak_mix
 from sim.stack import DEFAULT_PROVIDERS, Provider, gateway_config
-from tests.sim import test_sim_smoke as smoke
-from tests.sim.sim_testing import arun
+from tests.sim.sim_testing import MISSING, arun, sim
 
 # workload: repeats
 
@@ -228,13 +228,13 @@ def test_track_flag_reaches_the_load_process() -> None:
 
 # python -m sim, end to end
 
-pytestmark_e2e = pytest.mark.skipif(bool(smoke.MISSING), reason="needs the real gateway and mock providers")
+pytestmark_e2e = pytest.mark.skipif(bool(MISSING), reason="needs the real gateway and mock providers")
 
 
 @pytestmark_e2e
 @pytest.mark.timeout(90)
 def test_failover_scenario_hides_the_failing_provider_from_clients() -> None:
-    done, elapsed = smoke.sim("--scenario", "failover", "--json", "--quiet")
+    done, elapsed = sim("--scenario", "failover", "--json", "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
     rep = orjson.loads(done.stdout)
     assert rep["errors"] == 0 and rep["client_errors"] == 0 and rep["success"] == rep["total_requests"] > 0
@@ -263,7 +263,7 @@ def test_failover_scenario_hides_the_failing_provider_from_clients() -> None:
 @pytestmark_e2e
 @pytest.mark.timeout(90)
 def test_repeat_ratio_reports_the_cache_hit_rate() -> None:
-    done, _ = smoke.sim("--repeat-ratio", "0.5", "--requests", "2000", "--quiet")
+    done, _ = sim("--repeat-ratio", "0.5", "--requests", "2000", "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     hit_rate = [line for line in lines if line.startswith("Cache Hit Rate: ")]
@@ -275,3 +275,24 @@ def test_repeat_ratio_reports_the_cache_hit_rate() -> None:
     assert any(line.startswith("Cache HIT latency p50/p99: ") for line in lines)
     assert any(line.startswith("Cache MISS latency p50/p99: ") for line in lines)
     assert any(line.startswith("Slice ") and FROM_CACHE in line for line in lines)  # hits answered by the gateway
+
+
+@pytest.mark.parametrize("providers", [DEFAULT_PROVIDERS, soak_mix.PROVIDERS], ids=["sim", "soak"])
+def test_provider_names_tell_the_truth(providers: tuple[Provider, ...]) -> None:
+    """A name that says cheap, pricier, fast or slow must be so against the other providers."""
+
+    def price(p: Provider) -> float:
+        return p.input_per_mtok + p.output_per_mtok
+
+    words = {"cheap": (price, min), "pricier": (price, max), "costly": (price, max), "fast": (lambda p: p.ttft_ms, min),
+             "slow": (lambda p: p.ttft_ms, max)}  # fmt: skip
+    claims = 0
+    for p in providers:
+        for word in p.name.split("-"):
+            if word in words:
+                key, best = words[word]
+                others = [key(q) for q in providers if q is not p]
+                assert key(p) == best([key(p), *others]) and key(p) not in others, (p.name, word)
+                claims += 1
+    assert claims >= 2  # both names say something checkable
+    assert scenario.preferred(providers).name == "local-fast"  # the cheaper one, as its name says

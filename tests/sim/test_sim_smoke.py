@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -20,25 +19,11 @@ import pytest
 from sim import loadgen, report, workload
 from sim.procs import StartError
 from sim.stack import DEFAULT_PROVIDERS, Stack
-from tests.sim.sim_testing import REPO, env, marked_pids, reap
+from tests.sim.sim_testing import MISSING, env, marked_pids, reap, sim
 
-MISSING = [m for m in ("proxy/__main__.py", "mocks/__main__.py") if not (REPO / m).exists()]
 pytestmark = pytest.mark.skipif(
     bool(MISSING), reason=f"needs the real gateway and mock providers; not written yet: {', '.join(MISSING)}"
 )
-
-
-def sim(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    marker = uuid.uuid4().hex
-    t = time.monotonic()
-    try:
-        done = subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True, timeout=60,
-                              env=env(marker), cwd="/")
-    finally:
-        left = reap(marker)
-    elapsed = time.monotonic() - t
-    assert left == [], "child processes outlived python -m sim"
-    return done, elapsed
 
 
 LABELS = [
