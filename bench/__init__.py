@@ -1,1 +1,2 @@
-"""Benchmarks: `python -m bench` compares llm-edge with nginx and a direct call; `micro_*.py` are pytest-benchmark files."""
+"""Benchmarks: `python -m bench` compares llm-edge with nginx and a direct call; `micro_*.py` are
+pytest-benchmark files."""

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[ab] round {r + 1}/{a.rounds}: side {name} ({tree})", file=sys.stderr, flush=True)
                 runs[name].append(run_side(tree, a.files, a.k, tmpdir / f"{name}-{r}.json"))
     if not any(runs["A"]) or not any(runs["B"]):
-        print("bench.ab: a side produced no results (see `python -m pytest ... --benchmark-only` in it)", file=sys.stderr)
+        print("bench.ab: a side produced no results (see `python -m pytest ... --benchmark-only` in it)",
+              file=sys.stderr)
         return 2
     med = {s: _medians(runs[s]) for s in runs}
     names = sorted(set(med["A"]) | set(med["B"]))

@@ -116,7 +116,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             "upstream_cpu_us_per_req": _median([r["upstream_cpu_us_per_req"] for r in rs]),
             "load_core_busy": _median([r["load_core_busy"] for r in rs]),
             "latency_us": {f: _median([r["latency_us"].get(f) for r in rs]) for f in FIELDS},
-            "percentiles": [[p, _median([r["percentiles"][i][1] for r in rs])] for i, (p, _) in enumerate(rs[0]["percentiles"])],
+            "percentiles": [[p, _median([r["percentiles"][i][1] for r in rs])]
+                            for i, (p, _) in enumerate(rs[0]["percentiles"])],
         }  # fmt: skip
         if "ttfb_us" in rs[0]:
             m["ttfb_us"] = {f: _median([r["ttfb_us"].get(f) for r in rs]) for f in FIELDS}
@@ -148,12 +149,15 @@ def ratios(summary: dict[str, Any], target: str) -> dict[str, float | None]:
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 3) if a is not None and b not in (None, 0) else None
 
+    def against_nginx(*path: str) -> float | None:
+        return ratio(_get(summary, target, *path), _get(summary, "nginx", *path))
+
     return {
-        "added_p50_c1": ratio(_get(summary, target, "c1", "added_us", "p50"), _get(summary, "nginx", "c1", "added_us", "p50")),
-        "added_p99_c1": ratio(_get(summary, target, "c1", "added_us", "p99"), _get(summary, "nginx", "c1", "added_us", "p99")),
-        "rps_c32": ratio(_get(summary, target, "c32", "rps"), _get(summary, "nginx", "c32", "rps")),
-        "cpu_c32": ratio(_get(summary, target, "c32", "cpu_us_per_req"), _get(summary, "nginx", "c32", "cpu_us_per_req")),
-    }  # fmt: skip
+        "added_p50_c1": against_nginx("c1", "added_us", "p50"),
+        "added_p99_c1": against_nginx("c1", "added_us", "p99"),
+        "rps_c32": against_nginx("c32", "rps"),
+        "cpu_c32": against_nginx("c32", "cpu_us_per_req"),
+    }
 
 
 def bar(summary: dict[str, Any], ladder: dict[str, Any], targets: dict[str, Any]) -> list[dict[str, Any]]:
@@ -164,15 +168,20 @@ def bar(summary: dict[str, Any], ladder: dict[str, Any], targets: dict[str, Any]
     held = ladder.get("held", {}).get("llm-edge") if ladder else None
     tried = max(ladder.get("settings", {}).get("levels", [0]) or [0]) if ladder else 0
     r["streams"] = held
-    n_edge = lambda scen, *p: _get(summary, "llm-edge", scen, *p)
-    n_ngx = lambda scen, *p: _get(summary, "nginx", scen, *p)
+    def n_edge(scen: str, *p: str) -> Any:
+        return _get(summary, "llm-edge", scen, *p)
+
+    def n_ngx(scen: str, *p: str) -> Any:
+        return _get(summary, "nginx", scen, *p)
+
     out = []
     for key, text, limit, how in BAR:
         value = r.get(key)
         item: dict[str, Any] = {"key": key, "text": text, "value": value, "limit": limit}
         if value is None:
             item["ok"] = None
-            item["note"] = (targets.get("llm-edge-hit", {}).get("note") or "not measured") if key == "hit_rps_c32" else "not measured"
+            hit_note = targets.get("llm-edge-hit", {}).get("note") or "not measured"
+            item["note"] = hit_note if key == "hit_rps_c32" else "not measured"
         else:
             item["ok"] = value <= limit if how == "le" else value >= limit
             if key == "streams" and not item["ok"] and held == tried:
@@ -191,7 +200,8 @@ def _shortfall(key: str, value: float, limit: float, edge: Any, ngx: Any) -> str
         return f"adds {have:.0f} µs against nginx's {ref:.0f}: {have - limit * ref:.0f} µs over the {limit:g}× limit"
     if key == "rps_c32":
         have, ref = edge("c32", "rps"), ngx("c32", "rps")
-        return f"{have:.0f} req/s against nginx's {ref:.0f}: needs {limit * ref:.0f}, {100 * (limit * ref / have - 1):.0f}% more"
+        more = 100 * (limit * ref / have - 1)
+        return f"{have:.0f} req/s against nginx's {ref:.0f}: needs {limit * ref:.0f}, {more:.0f}% more"
     if key == "cpu_c32":
         have, ref = edge("c32", "cpu_us_per_req"), ngx("c32", "cpu_us_per_req")
         return f"{have:.1f} µs/req against nginx's {ref:.1f}: {have - limit * ref:.1f} µs/req over the {limit:g}× limit"
@@ -237,7 +247,11 @@ def _f(v: float | None, fmt: str = "{:.0f}") -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    def line(cells: list[str]) -> str:
+        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "| " + " | ".join(padded) + " |"
+
     sep = "|" + "|".join(("-" * (w + 2)) if i == 0 else ("-" * (w + 1) + ":") for i, w in enumerate(widths)) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
@@ -276,9 +290,11 @@ def tables(doc: dict[str, Any]) -> str:
 
         lat = cell("c1", "latency_us", ("p50", "p90", "p99"))
         added = "–" if name == "direct" else cell("c1", "added_us", ("p50", "p99"))
+        ratio_cells = [("–" if name in ("direct",) else _f(rt.get(k), "{:.2f}"))
+                       for k in ("rps_c32", "added_p50_c1", "added_p99_c1", "cpu_c32")]
         rows1.append([
-            label, _f(g("c32", "rps")), lat, added, _f(g("c32", "cpu_us_per_req"), "{:.1f}"), _f(info["rss_mib"], "{:.1f}"),
-            *(("–" if name in ("direct",) else _f(rt.get(k), "{:.2f}")) for k in ("rps_c32", "added_p50_c1", "added_p99_c1", "cpu_c32")),
+            label, _f(g("c32", "rps")), lat, added, _f(g("c32", "cpu_us_per_req"), "{:.1f}"),
+            _f(info["rss_mib"], "{:.1f}"), *ratio_cells,
         ])  # fmt: skip
         opens = [cell(f"open{r:g}", "latency_us", ("p50", "p99")) for r in s["rates"]]
         c32 = cell("c32", "latency_us", ("p50", "p99"))

@@ -76,7 +76,8 @@ def listen_socket(host: str = "127.0.0.1") -> socket.socket:
 def nginx_binary() -> str | None:
     """The nginx executable (PATH, then the usual sbin directories), or None."""
     return shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx") if os.access(p, os.X_OK)),
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+         if os.access(p, os.X_OK)),
         None,
     )
 
@@ -91,7 +92,8 @@ def nginx_version() -> str:
 
 
 def _nginx_main(prefix: Path, body: str) -> str:
-    temp = "\n".join(f"    {kind}_temp_path {prefix}/tmp_{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "\n".join(f"    {kind}_temp_path {prefix}/tmp_{kind};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return f"""# written by bench/servers.py
 worker_processes 1;
 daemon off;

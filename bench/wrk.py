@@ -73,7 +73,8 @@ def script(host: str, path: str, body: bytes, unique: bool, headers: Sequence[tu
     if unique:
         request = (
             f"local head = {lua_string(head + prefix)}\nlocal suffix = {lua_string(suffix)}\nlocal n = 0\n"
-            f'request = function()\n  n = n + 1\n  return head .. string.format("%0{COUNTER_DIGITS}d", n) .. suffix\nend\n'
+            f'request = function()\n  n = n + 1\n'
+            f'  return head .. string.format("%0{COUNTER_DIGITS}d", n) .. suffix\nend\n'
         )
     else:
         request = f"local fixed = {lua_string(head + prefix)}\nrequest = function()\n  return fixed\nend\n"
@@ -82,8 +83,10 @@ def script(host: str, path: str, body: bytes, unique: bool, headers: Sequence[tu
 local P = {{{plist}}}
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('BENCH {{"requests":%d,"duration_us":%d,"bytes":%d,', summary.requests, summary.duration, summary.bytes))
-  io.write(string.format('"errors":{{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}},', e.connect, e.read, e.write, e.status, e.timeout))
+  io.write(string.format('BENCH {{"requests":%d,"duration_us":%d,"bytes":%d,',
+    summary.requests, summary.duration, summary.bytes))
+  io.write(string.format('"errors":{{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}},',
+    e.connect, e.read, e.write, e.status, e.timeout))
   io.write(string.format('"min":%d,"max":%d,"mean":%.1f,"percentiles":[', latency.min, latency.max, latency.mean))
   for i, p in ipairs(P) do
     io.write(string.format('%s[%s,%d]', i > 1 and "," or "", tostring(p), latency:percentile(p)))

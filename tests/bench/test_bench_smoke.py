@@ -25,7 +25,8 @@ OURS = (b"nginx", b"-m\x00proxy", b"-m\x00mocks", b"sim.loadgen", b"wrk")
 
 
 def require_tools() -> None:
-    missing = [t for t in TOOLS if shutil.which(t) is None and not (t == "nginx" and os.access("/usr/sbin/nginx", os.X_OK))]
+    missing = [t for t in TOOLS
+               if shutil.which(t) is None and not (t == "nginx" and os.access("/usr/sbin/nginx", os.X_OK))]
     if not missing:
         return
     reason = f"the benchmark needs {', '.join(missing)} (apt-get install nginx wrk util-linux)"

@@ -67,7 +67,8 @@ def test_traffic_bodies() -> None:
     streams = traffic.stream_bodies("abc", 200, 2)
     assert orjson.loads(streams[0])["stream"] is True and streams[0] != streams[1]
     req = traffic.requests_for("127.0.0.1", 9, misses[:1], "k")[0]
-    assert req.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:9\r\n") and b"authorization: Bearer k" in req
+    assert req.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:9\r\n")
+    assert b"authorization: Bearer k" in req
 
 
 def test_procstat_reads_this_process() -> None:
@@ -81,7 +82,8 @@ def test_procstat_reads_this_process() -> None:
     assert 0 < rss <= hwm
 
 
-def run(target: str, scenario: str, rnd: int, p50: float, p99: float, rps: float = 1000.0, cpu: float | None = 10.0) -> dict[str, Any]:
+def run(target: str, scenario: str, rnd: int, p50: float, p99: float, rps: float = 1000.0,
+        cpu: float | None = 10.0) -> dict[str, Any]:  # fmt: skip
     lat = {"p50": p50, "p90": p50, "p99": p99, "p99.9": p99}
     return {"target": target, "scenario": scenario, "round": rnd, "rps": rps, "requests": 100, "ok": 100, "errors": 0,
             "latency_us": lat,
@@ -116,7 +118,8 @@ def test_unanswered_and_skipped_runs_give_no_figures() -> None:
 
 def test_bar_verdicts_and_shortfalls() -> None:
     runs = [run("direct", "c1", 0, 10, 20), run("nginx", "c1", 0, 40, 80), run("llm-edge", "c1", 0, 50, 200),
-            run("nginx", "c32", 0, 500, 900, rps=30000, cpu=16.0), run("llm-edge", "c32", 0, 900, 2000, rps=15000, cpu=30.0),
+            run("nginx", "c32", 0, 500, 900, rps=30000, cpu=16.0),
+            run("llm-edge", "c32", 0, 900, 2000, rps=15000, cpu=30.0),
             run("llm-edge-hit", "c32", 0, 400, 700, rps=33000, cpu=9.0)]  # fmt: skip
     s = report.summarize(runs)
     targets = {"llm-edge-hit": {"available": True, "note": ""}}
