@@ -179,7 +179,7 @@ def test_client_disconnect_mid_stream(start: Callable[..., MockServer], loop_nam
     with connect(server) as sock, sock.makefile("rb") as f:
         sock.sendall(request_bytes("POST", CHAT, chat("bye", stream=True)))
         assert f.readline().startswith(b"HTTP/1.1 200")
-    assert wait_for(lambda: server.open_connections == 0)
+    wait_for(lambda: server.open_connections == 0)
     assert server.client_disconnects == 1
     # the fixture's MockThread.stop() fails the test if the loop logged anything
 
@@ -203,11 +203,11 @@ def test_close_idle_connections(start: Callable[..., MockServer]) -> None:
         idle.sendall(request_bytes("GET", "/v1/models"))
         assert read_response(fi).status == 200
         busy.sendall(request_bytes("POST", CHAT, chat("slow")))
-        assert wait_for(lambda: server.requests == 2)
+        wait_for(lambda: server.requests == 2)
         assert server.close_idle_connections() == 1  # called from this (non-loop) thread
         assert fi.read() == b""
         assert read_response(fb).status == 200  # the in-flight request is unaffected
-    assert wait_for(lambda: server.open_connections == 0)
+    wait_for(lambda: server.open_connections == 0)
 
 
 def test_control_endpoints(start: Callable[..., MockServer]) -> None:
