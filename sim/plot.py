@@ -123,7 +123,7 @@ def _overhead(ax: Axes, run: PlotRun) -> None:
             if c == total:
                 break  # every request is under this bound: the larger bounds add nothing
         ax.step([x for x, _ in pts], [y for _, y in pts], where="pre", color="#1f64c8",
-                label=f"/metrics buckets ({total} requests)")  # fmt: skip
+                label=f"/metrics bucket bounds, at or under ({total} requests)")  # fmt: skip
     marks = [(q, stats[k]) for q, k in ((50.0, "p50"), (90.0, "p90"), (99.0, "p99")) if stats.get(k)]
     if marks:
         ax.plot([nines(q) for q, _ in marks], [v for _, v in marks], "o", color="#e67814",

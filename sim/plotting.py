@@ -57,12 +57,13 @@ def new_figure(rows: int, cols: int, title: str, *, width: float = 7.0,
 
 def percentile_axis(ax: Axes, ylabel: str = "latency") -> None:
     """x: percentiles in nines (the tail as wide as the median); y: logarithmic, in µs/ms/s."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xlim(0.0, X_MAX)
     ax.set_xticks([nines(p) for p, _ in NINES_TICKS], [label for _, label in NINES_TICKS])
     ax.set_xlabel("percentile")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # labels even within one decade
     ax.yaxis.set_major_formatter(FuncFormatter(us_label))
     ax.yaxis.set_minor_formatter(NullFormatter())  # 2×10^3 between 1 ms and 10 ms says nothing more
     ax.set_ylabel(ylabel)
