@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy import adapt, admin, caching, endpoints, errors, response
 from proxy.apis import ANTHROPIC
-from proxy.request import CHECKS, parse_body
+from proxy.request import parse
 from proxy.routing import Failure
 from proxy.wire import CRLF, LAST_CHUNK, chunk, error_answer, stream_error_event
 
@@ -97,8 +97,7 @@ def admit(ex: Exchange) -> None:
 
 def forward(ex: Exchange, endpoint: str) -> None:
     """An API request: validate, resolve the model, then the cache step, then upstream."""
-    payload, ex.model, ex.stream = parse_body(ex.body)
-    CHECKS[endpoint](payload)
+    payload, ex.model, ex.stream = parse(endpoint, ex.body)
     ex.payload = payload
     ex.endpoint = endpoint
     resolved = ex.gen.resolved.get(ex.model) or ex.gen.settings.resolve(ex.model)  # configured names: one probe
@@ -111,7 +110,8 @@ def forward(ex: Exchange, endpoint: str) -> None:
     gateway = ex.gateway
     decision = caching.lookup(ex, gateway.cache, gateway.loop.time())
     if decision == caching.UPSTREAM or decision == caching.LEAD:
-        go_upstream(ex)
+        if not attempt(ex):  # go_upstream, inline: this is every miss
+            no_route(ex)
     elif decision == caching.SERVE:
         serve(ex, ex.cache_entry, caching.HIT)
     elif decision == caching.ASK_L2:
@@ -154,12 +154,17 @@ def serve(ex: Exchange, entry: Any, outcome: Any) -> bool:
 def go_upstream(ex: Exchange) -> None:
     """The first attempt on the router's best route, or an answer saying why there is none."""
     if not attempt(ex):
-        router = ex.gen.router
-        now = ex.gateway.loop.time()
-        fail(ex, errors.AllRoutesFailedError(
-            f"no route for model {ex.model!r} is available right now", status=router.refusal_status(ex.model_id, now),
-            retry_after=max(1, min(60, round(router.retry_after(ex.model_id, now) + 0.5))), final=False,
-        ))  # fmt: skip
+        no_route(ex)
+
+
+def no_route(ex: Exchange) -> None:
+    """Every route is open, cooling down or full: say when to come back rather than wait."""
+    router = ex.gen.router
+    now = ex.gateway.loop.time()
+    fail(ex, errors.AllRoutesFailedError(
+        f"no route for model {ex.model!r} is available right now", status=router.refusal_status(ex.model_id, now),
+        retry_after=max(1, min(60, round(router.retry_after(ex.model_id, now) + 0.5))), final=False,
+    ))  # fmt: skip
 
 
 def attempt(ex: Exchange, hedge: bool = False) -> bool:

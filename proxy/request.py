@@ -58,3 +58,10 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "/messages": check_messages,
     "/embeddings": check_embeddings,
 }
+
+
+def parse(endpoint: str, body: bytes) -> tuple[dict[str, Any], str, bool]:
+    """`parse_body`, then the endpoint's own checks."""
+    parsed = parse_body(body)
+    CHECKS[endpoint](parsed[0])
+    return parsed
