@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 import orjson
 
+from proxy.auth import InvalidKeyError
+from proxy.keys_admin import admin_allowed
 from proxy.metrics import CONTENT_TYPE, render
 from proxy.model_list import anthropic_models_body, model_ids, model_object, openai_models_body
 from proxy.wire import error_response, json_response
@@ -82,6 +84,8 @@ def stats(gateway: Gateway) -> bytes:
     if gateway.cache is not None:
         snapshot["cache"] = gateway.cache.snapshot()
     snapshot["pools"] = pools(gateway)
+    if gateway.fleet is not None:
+        snapshot["fleet"] = gateway.fleet.snapshot()
     return json_response(200, orjson.dumps(snapshot), date=gateway.date_header)
 
 
@@ -139,7 +143,7 @@ def model(gateway: Gateway, name: str) -> bytes:
 
 
 # admin page name (see `endpoints`) -> its builder, called with the gateway, whether the caller speaks
-# Anthropic's API, and the path's argument (a model id)
+# Anthropic's API, and the path's argument (a model id, or a page's query)
 PAGES: dict[str, Callable[[Gateway, bool, str], bytes]] = {
     "models": lambda gateway, anthropic, _: models(gateway, anthropic),
     "model": lambda gateway, _, name: model(gateway, name),
@@ -147,3 +151,29 @@ PAGES: dict[str, Callable[[Gateway, bool, str], bytes]] = {
     "stats": lambda gateway, _, __: stats(gateway),
     "metrics": lambda gateway, _, __: metrics(gateway),
 }
+ADMIN_ONLY = frozenset(("stats", "metrics", "dashboard", "admin"))  # need the admin key once one is set
+
+
+class Request(Protocol):
+    """What a page reads of the request."""
+
+    method: bytes
+    url: bytes
+    body: bytes
+    client_key: bytes
+    anthropic_version: bytes
+
+
+def page(gateway: Gateway, name: str, request: Request, argument: str) -> bytes:
+    """The whole response for one of the gateway's own pages; its admin key checked first."""
+    settings = gateway.gen.settings
+    if name in ADMIN_ONLY and not admin_allowed(settings, request.client_key):
+        raise InvalidKeyError("this page needs the admin key (the one [admin] key_env names)")
+    if name == "admin":
+        wall = time.time()
+        status, body = gateway.keys_admin.handle(settings, request.method, request.url, request.body,
+                                                 request.client_key, wall)  # fmt: skip
+        if request.method != b"GET" and 200 <= status < 300:
+            gateway.ledger.flush(wall)  # a created key's secret was shown: its row must not be lost
+        return json_response(status, body, date=gateway.date_header)
+    return PAGES[name](gateway, bool(request.anthropic_version), argument)

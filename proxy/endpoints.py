@@ -34,6 +34,8 @@ def route(method: bytes, url: bytes) -> tuple[str, int, bool, str]:
     entry = ENDPOINTS.get(path)
     argument = url[query + 1 :].decode("latin-1") if query >= 0 else ""  # a page's query (/healthz?detail=1)
     if entry is None:
+        if path.startswith(b"/admin/"):
+            return "admin", OPENAI, False, path.decode("latin-1")  # the keys API: every method, its own checks
         if not path.startswith(b"/v1/models/"):
             raise NotFoundError(f"unknown path {path.decode('latin-1')[:200]!r}")
         entry = _MODEL

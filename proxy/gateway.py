@@ -16,7 +16,11 @@ from typing import Any
 
 from proxy.accesslog import AccessLog
 from proxy.config import Settings
+from proxy.fleet import Fleet
 from proxy.generation import Generation
+from proxy.keys_admin import KeysAdmin
+from proxy.ledger import Ledger
+from proxy.limits import Accounts
 from proxy.pool import Pool
 from proxy.response_cache import Cache
 from proxy.routing import Router
@@ -39,7 +43,13 @@ class GatewayState:
         self.loop = loop
         self.handler = handler  # the request path, called back by upstream connections
         self.shared = shared  # route state shared with the other workers, when there are several
-        self.gen = Generation(settings, loop, handler)
+        self.accounts = Accounts(settings.auth.workers)
+        self.ledger = Ledger(settings.ledger.path, self.accounts, sync_budgets=settings.limits.redis_url is None)
+        self.ledger.load(time.time())  # run-time keys first: they decide whether keys are required
+        self.gen = Generation(settings, loop, handler, accounts=self.accounts)
+        self.ledger.load(time.time())  # then every configured key's spend in its period
+        self.fleet = Fleet(settings.limits, self.accounts, loop) if settings.limits.redis_url else None
+        self.keys_admin = KeysAdmin(self.accounts, self.ledger.history)
         self.stats = Stats()
         self.access_log = AccessLog(settings.log) if settings.log.enabled else None
         self.request_ids = 0
@@ -77,7 +87,8 @@ class GatewayState:
 
     def reload(self, settings: Settings) -> None:
         """Swap in a new configuration; requests in flight finish on the old one."""
-        old, self.gen = self.gen, Generation(settings, self.loop, self.handler, previous=self.gen)
+        old, self.gen = self.gen, Generation(settings, self.loop, self.handler, previous=self.gen, accounts=self.accounts)
+        self.ledger.flush(time.time())  # a key back in the file gets its spend at once
         old.retire(self.gen)
 
     def _tick(self) -> None:
@@ -90,6 +101,9 @@ class GatewayState:
         if self.cache is not None:
             self.cache.store.sweep(loop_now)
         self._flush_access_log()
+        self.ledger.flush(now)
+        if self.fleet is not None:
+            self.fleet.tick(now)
         # Fire just after the next whole second, so the date header changes on time.
         self._tick_handle = self.loop.call_later(1.0 - (now % 1.0) + 0.001, self._tick)
 

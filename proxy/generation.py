@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from proxy.auth import Keys
+from proxy.limits import Accounts
 from proxy.cache import Planner
 from proxy.config import ProviderSettings, Settings
 from proxy.metrics import RequestCounters
@@ -39,12 +40,13 @@ class Generation:
         loop: asyncio.AbstractEventLoop,
         handler: ResponseHandler,
         previous: Generation | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         self.settings = settings
         self.pools = [_pool_for(provider, loop, handler, previous) for provider in settings.providers]
         specs = settings.model_specs
         self.router = Router(specs, [p.max_in_flight for p in settings.providers])
-        self.keys = Keys(settings.auth)
+        self.keys = Keys(settings.auth, accounts=accounts)
         self.requests = RequestCounters(len(settings.routes))
         self.planner = Planner(settings.cache, settings.cache_modes)
         self.header_actions = header_actions(settings.server.forward_headers)

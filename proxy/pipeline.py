@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy import adapt, admin, caching, endpoints, errors, response
 from proxy.apis import ANTHROPIC
+from proxy.prices import route_prices
 from proxy.request import parse
 from proxy.routing import Failure
 from proxy.wire import CRLF, LAST_CHUNK, chunk, error_answer, stream_error_event
@@ -73,7 +74,7 @@ def handle(ex: Exchange) -> None:
         if endpoint[0] == "/":  # an API endpoint, forwarded
             forward(ex, endpoint)
         else:
-            reply(ex, admin.PAGES[endpoint](ex.gateway, bool(ex.anthropic_version), argument))
+            reply(ex, admin.page(ex.gateway, endpoint, ex, argument))
     except errors.GatewayError as exc:
         fail(ex, exc)
     except Exception as exc:
@@ -177,8 +178,13 @@ def attempt(ex: Exchange, hedge: bool = False) -> bool:
     route_id = router.pick(ex.model_id, len(ex.body), ex.tried, now)
     if route_id < 0:
         return False
-    router.on_start(route_id)
     route = ex.gen.settings.routes[route_id]
+    if ex.key_index >= 0 and not ex.gen.keys.may_use(ex.key_index, route_prices(route, ex.model)):
+        ex.tried |= 1 << route_id
+        if ex.attempts == 0:
+            raise ex.gen.keys.unpriced(ex.key_index, ex.model)
+        return False
+    router.on_start(route_id)
     ex.tried |= 1 << route_id
     ex.attempts += 1
     ex.attempts_left -= 1

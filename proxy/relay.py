@@ -19,6 +19,7 @@ import orjson
 from proxy import adapt, caching, errors, response
 from proxy.apis import ANTHROPIC
 from proxy.limits import cost_header, cost_nusd_at
+from proxy.prices import FREE, cost_nusd, disjoint, route_prices
 from proxy.pipeline import (
     F_BROKEN, F_CLIENT, F_CONNECT, F_CONNECT_TIMEOUT, F_MALFORMED, F_TIMEOUT, attempt, attempt_over, broadcast, crashed,
     drop, fail, finish, on_connected, write,
@@ -365,7 +366,10 @@ def _account(ex: Exchange, tokens_in: int, tokens_out: int) -> None:
     assert route is not None
     ex.tokens_in = tokens_in
     ex.tokens_out = tokens_out
-    ex.cost_nusd = cost_nusd_at(tokens_in, tokens_out, route.input_pusd, route.output_pusd)
+    if route.upstream_model is not None:  # a configured route: its two prices, precomputed (one multiply-add)
+        ex.cost_nusd = cost_nusd_at(tokens_in, tokens_out, route.input_pusd, route.output_pusd)
+    else:  # `provider/model`: priced from the provider's list for that model
+        ex.cost_nusd = cost_nusd(disjoint(tokens_in, 0, 0, tokens_out), route_prices(route, ex.model) or FREE)
 
 
 def _secret(route: Route | None) -> bytes:

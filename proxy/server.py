@@ -72,6 +72,9 @@ class Gateway(GatewayState):
             await self.cache.l2.close()
         if self.access_log is not None:
             self.access_log.flush(time.time(), time.perf_counter())
+        self.ledger.close(time.time())
+        if self.fleet is not None:
+            await self.fleet.close()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         if self.shared is not None:

@@ -1,8 +1,7 @@
 """Money and limits with real gateway processes, real signals and a real redis-server (issue 13).
 
-Tests marked `xfail(strict=True, reason="needs lead wiring: ...")` exercise what is built
-(proxy/ledger.py, fleet.py, keys_admin.py, prices.py) but not yet called from the request path
-or the tick; each turns into a pass (and so a strict-xfail failure) once the wiring lands.
+The ledger, the fleet's leases, the keys API and prices (proxy/ledger.py, fleet.py, keys_admin.py,
+prices.py), each as the gateway uses them from its request path and its tick.
 """
 
 from __future__ import annotations
@@ -150,7 +149,6 @@ LEDGER_WIRING = ("needs lead wiring: GatewayState builds Accounts + Ledger(setti
                  "passes accounts to Keys; the tick calls ledger.flush(time.time())")  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason=LEDGER_WIRING)
 def test_spend_survives_sigkill_within_one_tick(mock_uv: MockFactory, tmp_path: Path) -> None:
     path = write_config(tmp_path / "gw.toml", server=mock_uv(), key={"budget_usd": 1.0},
                         sections={"ledger": {"path": str(tmp_path / "spend.sqlite")}})  # fmt: skip
@@ -175,7 +173,6 @@ def test_spend_survives_sigkill_within_one_tick(mock_uv: MockFactory, tmp_path: 
         stop(again)
 
 
-@pytest.mark.xfail(strict=True, reason=LEDGER_WIRING)
 def test_sighup_carries_spend_over_and_a_removed_key_gets_it_back(mock_uv: MockFactory, tmp_path: Path) -> None:
     server = mock_uv()
     path = write_config(tmp_path / "gw.toml", server=server, key={"budget_usd": 1.0})
@@ -202,8 +199,6 @@ def test_sighup_carries_spend_over_and_a_removed_key_gets_it_back(mock_uv: MockF
 # -- every token priced (needs `keys.may_use` at pick time and prices.route_prices/cost_nusd in finish) ----
 
 
-@pytest.mark.xfail(strict=True, reason="needs lead wiring: pipeline calls keys.may_use(k, prices.route_prices(route, "
-                                       "ex.model)) at pick time and raises keys.unpriced(k, ex.model)")  # fmt: skip
 def test_a_key_with_a_budget_is_never_served_by_an_unpriced_route(mock_uv: MockFactory, tmp_path: Path) -> None:
     upstream = mock_uv()
     path = write_config(tmp_path / "gw.toml", server=upstream, key={"budget_usd": 1.0},
@@ -227,7 +222,6 @@ ADMIN_WIRING = ("needs lead wiring: /stats, /metrics, /dashboard and /admin/ gat
                 "/admin/ routed to KeysAdmin.handle; GET /v1/models/{id} guarded like /v1/models")  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason=ADMIN_WIRING)
 def test_info_endpoints_need_the_admin_key(mock_uv: MockFactory, tmp_path: Path, admin_env: None) -> None:
     path = write_config(tmp_path / "gw.toml", server=mock_uv(), key={"budget_usd": 1.0},
                         sections={"admin": {"key_env": ENV_NAME}})  # fmt: skip
@@ -246,7 +240,6 @@ def test_info_endpoints_need_the_admin_key(mock_uv: MockFactory, tmp_path: Path,
         stop(gw)
 
 
-@pytest.mark.xfail(strict=True, reason=ADMIN_WIRING + "; and the ledger (" + LEDGER_WIRING + ")")
 def test_keys_made_at_run_time_work_and_survive_a_restart(mock_uv: MockFactory, tmp_path: Path,
                                                           admin_env: None) -> None:  # fmt: skip
     path = write_config(tmp_path / "gw.toml", server=mock_uv(), sections={"admin": {"key_env": ENV_NAME}})
@@ -303,7 +296,6 @@ def redis_url(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         proc.wait()
 
 
-@pytest.mark.xfail(strict=True, reason=FLEET_WIRING)
 def test_two_gateways_of_two_workers_share_one_rpm(mock_uv: MockFactory, tmp_path: Path,
                                                    redis_url: tuple[str, Any]) -> None:  # fmt: skip
     url, _ = redis_url
@@ -333,7 +325,6 @@ def test_two_gateways_of_two_workers_share_one_rpm(mock_uv: MockFactory, tmp_pat
             stop(gw)
 
 
-@pytest.mark.xfail(strict=True, reason=FLEET_WIRING)
 def test_redis_killed_mid_run_fails_no_request(mock_uv: MockFactory, tmp_path: Path,
                                                redis_url: tuple[str, Any]) -> None:  # fmt: skip
     url, proc = redis_url
