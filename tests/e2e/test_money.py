@@ -143,10 +143,8 @@ def test_the_ledger_and_seed_settings_are_checked(tmp_path: Path, mock_uv: MockF
     assert refused.returncode == 2 and b"auth.keys[0].budget_period" in refused.stderr
 
 
-# -- spend that survives restarts and reloads (needs `ledger.flush` on the tick) -------------------------
+# -- spend that survives restarts and reloads -------------------------
 
-LEDGER_WIRING = ("needs lead wiring: GatewayState builds Accounts + Ledger(settings.ledger.path).load(); Generation "
-                 "passes accounts to Keys; the tick calls ledger.flush(time.time())")  # fmt: skip
 
 
 def test_spend_survives_sigkill_within_one_tick(mock_uv: MockFactory, tmp_path: Path) -> None:
@@ -218,8 +216,6 @@ def test_a_key_with_a_budget_is_never_served_by_an_unpriced_route(mock_uv: MockF
 
 # -- the info endpoints and the admin API (needs the admin routing) --------------------------------------
 
-ADMIN_WIRING = ("needs lead wiring: /stats, /metrics, /dashboard and /admin/ gated by keys_admin.admin_allowed; "
-                "/admin/ routed to KeysAdmin.handle; GET /v1/models/{id} guarded like /v1/models")  # fmt: skip
 
 
 def test_info_endpoints_need_the_admin_key(mock_uv: MockFactory, tmp_path: Path, admin_env: None) -> None:
@@ -274,9 +270,6 @@ def test_keys_made_at_run_time_work_and_survive_a_restart(mock_uv: MockFactory, 
 
 # -- the fleet: two gateways, two workers each, one redis-server (needs the Fleet on the tick) ------------
 
-FLEET_WIRING = ("needs lead wiring: GatewayState builds Fleet(settings.limits, accounts, loop) when "
-                "settings.limits.redis_url is set, the tick calls fleet.tick(time.time()), /stats shows "
-                "fleet.snapshot() as 'fleet', and Ledger(..., sync_budgets=False) then")  # fmt: skip
 
 
 @pytest.fixture
