@@ -19,6 +19,7 @@ from proxy.auth import Keys
 from proxy.limits import Accounts
 from proxy.cache import Planner
 from proxy.config import ProviderSettings, Settings
+from proxy.events import EventLog, route_labels
 from proxy.metrics import RequestCounters
 from proxy.model_list import openai_models_body
 from proxy.pool import Pool
@@ -45,7 +46,13 @@ class Generation:
         self.settings = settings
         self.pools = [_pool_for(provider, loop, handler, previous) for provider in settings.providers]
         specs = settings.model_specs
-        self.router = Router(specs, [p.max_in_flight for p in settings.providers])
+        self.events = EventLog(route_labels(settings.routes), settings.server.event_interval_s)
+        self.router = Router(
+            specs, [p.max_in_flight for p in settings.providers], provider_names=[p.name for p in settings.providers],
+            events=self.events,
+        )
+        for provider_id, why in settings.unusable:  # allow_missing_keys: kept out of service, and said so
+            self.router.mark_unusable(provider_id, why)
         self.keys = Keys(settings.auth, accounts=accounts)
         self.requests = RequestCounters(len(settings.routes))
         self.planner = Planner(settings.cache, settings.cache_modes)

@@ -24,6 +24,7 @@ Three rules hold everywhere:
 from __future__ import annotations
 
 import logging
+import time
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -162,8 +163,10 @@ def no_route(ex: Exchange) -> None:
     """Every route is open, cooling down or full: say when to come back rather than wait."""
     router = ex.gen.router
     now = ex.gateway.loop.time()
+    why = router.unavailable_reasons(ex.model_id, now, time.time())
     fail(ex, errors.AllRoutesFailedError(
-        f"no route for model {ex.model!r} is available right now", status=router.refusal_status(ex.model_id, now),
+        f"no route for model {ex.model!r} is available right now: {why}",
+        status=router.refusal_status(ex.model_id, now),
         retry_after=max(1, min(60, round(router.retry_after(ex.model_id, now) + 0.5))), final=False,
     ))  # fmt: skip
 

@@ -25,6 +25,7 @@ from proxy.pipeline import (
     drop, fail, finish, on_connected, write,
 )  # fmt: skip
 from proxy.routing import failure_kind, is_route_failure, summarize_failures
+from proxy.routing.failures import may_be_rejection, rejection_message, upstream_rejection
 from proxy.stats import scan_usage
 from proxy.translate import usage_from_anthropic
 from proxy.wire import CONNECTION_CLOSE, CRLF, NO_BUFFERING, dechunk
@@ -74,7 +75,7 @@ def on_upstream_head(ex: Exchange, conn: UpstreamProtocol, head: bytes, rest: by
     if status >= 400:
         cap = ex.gen.router.settings(ex.model_id).breaker_cooldown_max_s
         retry_after = response.head_retry_after_s(head, lower, cap)
-    if not _head_accepted(ex, conn, retry_after):
+    if not _head_accepted(ex, conn, retry_after, rest):
         return
     if status >= 400 and (response.content_length(lower) == 0 or b"json" not in response.header(lower, b"content-type")):
         # The provider's error is not in any API's shape (an HTML page from a proxy, nothing at
@@ -172,7 +173,10 @@ def on_upstream_done(ex: Exchange, conn: UpstreamProtocol, reusable: bool) -> No
     if translation is not None and not translation.streaming:
         try:
             status, body = translation.answer()
-        except errors.UpstreamError as exc:  # e.g. a 200 whose body is not JSON: nothing was sent yet
+        except Exception as exc:  # a 200 whose body is not JSON, or an answer of the wrong shape: nothing sent yet
+            if not isinstance(exc, errors.UpstreamError):
+                log.warning("provider %r sent an answer that cannot be translated: %r", route.provider.name, exc)
+                exc = errors.UpstreamProtocolError(f"provider {route.provider.name!r} sent an answer of the wrong shape")
             _release(conn, reusable)
             attempt_failed(ex, route, F_MALFORMED, 0.0, exc)
             return
@@ -298,14 +302,25 @@ def on_upstream_error(ex: Exchange, conn: UpstreamProtocol, exc: errors.Upstream
     attempt_failed(ex, route, kind, 0.0, exc, conn)
 
 
-def _head_accepted(ex: Exchange, conn: UpstreamProtocol, retry_after: float) -> bool:
-    """Route bookkeeping for a response head; False when another attempt takes over."""
+def _head_accepted(ex: Exchange, conn: UpstreamProtocol, retry_after: float, body: bytes | None = None) -> bool:
+    """Route bookkeeping for a response head; False when another attempt takes over.
+
+    `body` is what came with the head (None on the translated path, where it is not seen yet)."""
     status = conn.status
     route = conn.route
     assert route is not None
     if status >= 400 and is_route_failure(status):
         if attempt_failed(ex, route, failure_kind(status), retry_after, None, conn):
             return False  # another attempt carries on; this response is dropped with its connection
+    elif may_be_rejection(status) and (body is not None or status != 404):
+        # The provider refused the gateway's own credentials or path: a route failure, never the
+        # provider's 401 relayed to a client who would blame its own key.
+        kind = upstream_rejection(status, body or b"")
+        if kind != F_CLIENT:
+            message = rejection_message(kind, route.provider.name)
+            log.warning("provider %r rejected the gateway: %s (route %d)", route.provider.name, message, route.id)
+            attempt_failed(ex, route, kind, 0.0, errors.UpstreamProtocolError(message), conn)
+            return False
     _won(ex, conn, route)
     ex.status = status
     if status < 400:

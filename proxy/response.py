@@ -147,8 +147,8 @@ def stream_completed(api: int, recent: bytes) -> bool:
         recent = recent[: -len(LAST_CHUNK)]
     recent = recent.rstrip(b"\r\n")
     last = recent[recent.rfind(b"\n\n") + 2 :] if b"\n\n" in recent else recent
-    if api == ANTHROPIC:
-        return b"message_stop" in last and b"event: error" not in last
+    if api == ANTHROPIC:  # the event itself, not text that mentions it
+        return last.startswith((b"event: message_stop", b'data: {"type":"message_stop"', b'data: {"type": "message_stop"'))
     return last.endswith(b"data: [DONE]")
 
 

@@ -148,6 +148,8 @@ def _reloader(gateway: Gateway, reload: Callable[[], Settings]) -> Callable[[], 
             log.warning("server.listen changed: it takes effect on restart; the rest is reloaded now")
             settings = config.with_listen(settings, f"{gateway.settings.server.host}:{gateway.settings.server.port}")
         gateway.reload(settings)
+        for warning in settings.warnings:
+            log.warning("%s", warning)
         if gateway.tls is not None:
             gateway.tls.reload(settings.server)  # new handshakes get the new certificate; a bad one is logged
         log.info("configuration reloaded from %s: %d model(s) over %d provider(s)", settings.source,

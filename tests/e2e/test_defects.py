@@ -1,7 +1,6 @@
 """Regression tests for the defects of issue 11, one (or a few) per defect, end to end where it shows on the wire.
 
-Each test failed on 0b4a142 (checked in a clean worktree); those still failing on main are marked
-xfail(strict), to come off as each defect is fixed. Most play the provider with `Scripted`, a tiny asyncio server on the
+Each test failed on 0b4a142 (checked in a clean worktree) and passes now. Most play the provider with `Scripted`, a tiny asyncio server on the
 test's loop that sends exact bytes, can wait on an event the test sets, and records each request
 it read; the others use the mocks (`mocks/`, `mocks/faults.py`). Clients are raw sockets, so what
 the gateway wrote is seen as it is. Every read has a socket timeout: a hang fails in seconds.
@@ -377,7 +376,6 @@ def test_2_deep_body_translated_for_another_api_is_answered(mock: MockFactory, g
 # 3. An odd provider answer on the translated path
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 3: a text block whose text is a number gets 500, not 502")
 def test_3_anthropic_text_that_is_a_number_is_an_answer_or_a_502(
     scripted: ScriptedFactory, gateway: GatewayFactory
 ) -> None:
@@ -482,12 +480,7 @@ def test_7_http_1_0_stream_is_not_chunked(mock: MockFactory, gateway: GatewayFac
     [
         "openai-relayed",
         "openai-usage-stripped",
-        pytest.param(
-            "anthropic-relayed",
-            marks=pytest.mark.xfail(
-                strict=True, reason="issue 11 defect 8: message_stop in model output ends the stream"
-            ),
-        ),
+        "anthropic-relayed",
     ],
 )
 def test_8_terminator_in_model_output_is_not_the_end(

@@ -46,7 +46,7 @@ def targets(phase: str, stream: bool) -> tuple[Any, str]:
     """Where each phase is entered. Streams to an OpenAI client go the decoded path (the gateway
     strips the usage chunk it asks for), JSON answers the raw one."""
     return {
-        "parse": (pipeline, "parse_body"),
+        "parse": (pipeline, "parse"),
         "cache": (caching, "lookup"),
         "pick": (Router, "pick"),
         "connect": (relay, "on_connected"),  # the connect task's hand-over (the pool is emptied first)

@@ -459,10 +459,9 @@ def test_check_config_probe_prints_each_providers_reachability_and_auth(mock_uv:
 
 # Behaviours whose pure parts are above and in tests/unit, waiting for the request path to call them
 # (see the issue 17 report). strict: each one fails loudly as soon as it passes, so its mark goes.
-NEEDS_WIRING = pytest.mark.xfail(strict=True, reason="issue 17: the pipeline does not call this yet")
 
 
-@NEEDS_WIRING
+
 def test_a_provider_rejecting_the_gateways_key_falls_back_and_is_a_502(mock_uv: MockFactory,
                                                                        gateway_uv: GatewayFactory) -> None:  # fmt: skip
     locked, good = mock_uv(require_key="sk-the-right-one"), mock_uv()
@@ -481,7 +480,7 @@ def test_a_provider_rejecting_the_gateways_key_falls_back_and_is_a_502(mock_uv: 
     assert "upstream authentication failed for provider 'locked'" in info.value.message
 
 
-@NEEDS_WIRING
+
 def test_allow_missing_keys_leaves_the_route_unusable_and_shows_it(mock_uv: MockFactory,
                                                                    gateway_uv: GatewayFactory) -> None:  # fmt: skip
     keyed, good = mock_uv(kind="anthropic", require_key="sk-ant-x"), mock_uv()
@@ -500,7 +499,7 @@ def test_allow_missing_keys_leaves_the_route_unusable_and_shows_it(mock_uv: Mock
     assert row["unusable"] == "its key variable NOT_SET_ANYWHERE is unset or empty"
 
 
-@NEEDS_WIRING
+
 def test_no_route_available_says_why(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
     flaky = mock_uv(error_rate=1.0, error_status=500)
     gw = gateway_uv(one_route(flaky, breaker_failures=1, breaker_cooldown_s=60))
