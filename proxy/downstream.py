@@ -176,7 +176,7 @@ class DownstreamProtocol(asyncio.Protocol):
             try:
                 pipeline.abort(active)
             except Exception as error:  # a boundary: the exchange still ends
-                pipeline.on_crash(active, error, None)
+                pipeline.crashed(active, error)
 
     def pause_writing(self) -> None:
         self.write_paused = True
