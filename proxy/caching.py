@@ -38,6 +38,8 @@ _HIT_SSE = (
     + _FREE
 )  # fmt: skip
 
+_NOBODY: tuple[list[Exchange], list[tuple[Exchange, CacheEntry]], list[Exchange]] = ([], [], [])  # never changed
+
 # What `lookup` decided.
 UPSTREAM, SERVE, FOLLOW, LEAD, ASK_L2 = range(5)
 
@@ -200,7 +202,9 @@ def leader_finished(
             cache.stored += 1
             if cache.l2 is not None:
                 cache.l2.put(b"llm-edge:" + fmt + b":" + key_hex(key), entry.json_body, ex.cache_plan.ttl)
-    followers, ex.followers = ex.followers or [], None
+    followers, ex.followers = ex.followers, None
+    if not followers:
+        return _NOBODY  # nobody followed: the usual case
     finished: list[Exchange] = []
     served: list[tuple[Exchange, CacheEntry]] = []
     retry: list[Exchange] = []

@@ -398,6 +398,8 @@ def _leader_finished(ex: Exchange) -> None:
     finished, served, retry = caching.leader_finished(
         ex, gateway.cache, gateway.loop.time(), ex.capture_chunked
     )
+    if not (finished or served or retry):
+        return
     for follower in finished:
         if not (ex.clean and ex.status == 200):
             follower.close_after = True  # the leader's stream broke after bytes went out: so did this one
