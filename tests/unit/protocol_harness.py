@@ -88,7 +88,9 @@ def make_provider(**overrides: Any) -> config.ProviderSettings:
 def make_route(provider: config.ProviderSettings | None = None) -> config.Route:
     """A route on `provider` (a fresh default one when not given)."""
     provider = provider or make_provider()
-    return config.Route(id=0, model_id=0, model="m", provider=provider, upstream_model="up", upstream_model_json=b'"up"')
+    return config.Route(
+        id=0, model_id=0, model="m", provider=provider, upstream_model="up", upstream_model_json=b'"up"'
+    )
 
 
 class RecordingHandler:
