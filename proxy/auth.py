@@ -393,6 +393,17 @@ class Keys:
         """May key `key` start a request now? `(ok, retry_after_s, reason)`: see `limits.admit`."""
         return admit(self.states[key], now, estimated_tokens)
 
+    def admit_request(self, presented: bytes, now: float, estimated_tokens: int) -> int:
+        """The key a request presents, admitted within its limits; raises the 401/403/429 that says
+        why not. Before any upstream contact."""
+        key = self.authenticate(presented)
+        if key < 0:
+            raise self.rejection(presented)
+        allowed, wait, why = self.admit(key, now, estimated_tokens)
+        if not allowed:
+            raise self.refusal(key, why, wait)
+        return key
+
     def charge(self, key: int, now: float, usage: Any, cost_nusd: int, reserved: int = 0,
                estimated: Any = False) -> None:  # fmt: skip
         """Settle one admitted request: `usage` is the five counts of proxy/prices.py, `cost_nusd` its

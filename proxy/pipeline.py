@@ -70,8 +70,11 @@ def handle(ex: Exchange) -> None:
         endpoint, ex.api, guarded, argument = endpoints.USUAL.get((ex.method, ex.url)) or endpoints.route(
             ex.method, ex.url
         )
-        if guarded and ex.gen.keys.required:
-            admit(ex)
+        if guarded and ex.gen.keys.required:  # gateway keys: who is asking, and within their limits?
+            keys = ex.gen.keys
+            ex.reserved_tokens = len(ex.body) // 4  # a rough prompt size, settled against the real usage
+            ex.key_index = keys.admit_request(ex.client_key, ex.gateway.loop.time(), ex.reserved_tokens)
+            ex.tenant = keys.tenants[ex.key_index]
         if endpoint[0] == "/":  # an API endpoint, forwarded
             forward(ex, endpoint)
         else:
@@ -80,21 +83,6 @@ def handle(ex: Exchange) -> None:
         fail(ex, exc)
     except Exception as exc:
         crashed(ex, exc)
-
-
-def admit(ex: Exchange) -> None:
-    """Gateway keys: who is asking, and are they within their limits? Before any upstream contact."""
-    keys = ex.gen.keys
-    key = keys.authenticate(ex.client_key)
-    if key < 0:
-        raise keys.rejection(ex.client_key)
-    estimate = len(ex.body) // 4  # a rough token count of the prompt; settled against the real usage
-    allowed, wait, why = keys.admit(key, ex.gateway.loop.time(), estimate)
-    if not allowed:
-        raise keys.refusal(key, why, wait)
-    ex.key_index = key
-    ex.tenant = keys.tenants[key]
-    ex.reserved_tokens = estimate
 
 
 def forward(ex: Exchange, endpoint: str) -> None:
