@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from proxy import totals
 from proxy.auth import InvalidKeyError
 from proxy.keys_admin import admin_allowed
 from proxy.metrics import CONTENT_TYPE, render
@@ -75,51 +76,46 @@ def _health_models(gateway: Gateway) -> int:
 
 
 def stats(gateway: Gateway) -> bytes:
-    """Counters, overhead and latency percentiles, and per-route totals, as JSON."""
-    snapshot = gateway.stats.snapshot()
+    """Counters, overhead and latency percentiles, and per-route totals, as JSON: the whole gateway's,
+    whichever worker answers."""
+    return json_response(200, orjson.dumps(stats_snapshot(gateway)), date=gateway.date_header)
+
+
+def stats_snapshot(gateway: Gateway, view: totals.View | None = None) -> dict[str, Any]:
+    """What `/stats` shows, as a dict (the dashboard reads it too)."""
+    view = view or totals.view(gateway)
+    snapshot = view.stats.snapshot()
     snapshot["uptime_s"] = round(time.monotonic() - gateway.started_at, 3)
     if gateway.shared is not None:
         snapshot["worker"] = gateway.shared.worker
+        snapshot["workers_reporting"] = view.workers
     snapshot["routes"] = routes(gateway)
-    if gateway.cache is not None:
-        snapshot["cache"] = gateway.cache.snapshot()
-    snapshot["pools"] = pools(gateway)
+    if view.cache is not None:
+        snapshot["cache"] = view.cache
+    snapshot["pools"] = view.pools
     if gateway.fleet is not None:
         snapshot["fleet"] = gateway.fleet.snapshot()
-    return json_response(200, orjson.dumps(snapshot), date=gateway.date_header)
+    return snapshot
 
 
 def metrics(gateway: Gateway) -> bytes:
     """Prometheus text exposition, built now from the same counters `/stats` reads."""
+    view = totals.view(gateway)
     body = render(
-        stats=gateway.stats, requests=gateway.gen.requests, routes=routes(gateway), pools=pools(gateway),
-        cache=gateway.cache.snapshot() if gateway.cache is not None else None, keys=gateway.gen.keys,
-        access_log=gateway.access_log, now=gateway.loop.time(), uptime_s=time.monotonic() - gateway.started_at,
+        stats=view.stats, requests=view.requests, routes=routes(gateway), pools=view.pools, cache=view.cache,
+        keys=view.keys, access_log=view.access_log, now=gateway.loop.time(),
+        uptime_s=time.monotonic() - gateway.started_at,
     )  # fmt: skip
     head = b"HTTP/1.1 200 OK\r\ncontent-type: " + CONTENT_TYPE + b"\r\ncontent-length: %d\r\n" % len(body)
     return head + gateway.date_header + b"\r\n" + body
 
 
 def pools(gateway: Gateway) -> list[dict[str, object]]:
-    """Connections per provider."""
-    return [
-        {"provider": pool.provider.name, "open": pool.open, "idle": pool.idle_count, "opened_total": pool.opened_total}
-        for pool in gateway.gen.pools
-    ]
+    """Connections per provider (the whole gateway's)."""
+    return totals.view(gateway).pools
 
 
-def routes(gateway: Gateway) -> list[dict[str, object]]:
-    """Per-route health and totals from the router, with names instead of ids."""
-    rows = gateway.gen.router.snapshot(gateway.loop.time())
-    for row, route in zip(rows, gateway.gen.settings.routes):
-        row["id"] = row.pop("route")
-        row["provider"] = route.provider.name
-        row["model"] = route.model
-        row["input_tokens"] = row.pop("in_tokens")
-        row["output_tokens"] = row.pop("out_tokens")
-    if gateway.shared is not None:
-        gateway.shared.totals(gateway.gen.settings.routes, rows)  # the whole gateway, not just this worker
-    return rows
+routes = totals.route_rows  # per-route health and totals, with names instead of ids
 
 
 def models(gateway: Gateway, anthropic: bool = False) -> bytes:

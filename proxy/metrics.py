@@ -20,13 +20,14 @@ includes a sample above it and misses at most the samples of one fine bucket bel
 (fine buckets are at most 1/16 of a power of two wide: within 6.25% of the bound). Bounds
 that fall on fine-bucket edges (10, 25, 50 and 100 µs among the defaults) are exact.
 
-Multi-worker: each process renders its own counters; pass `const_labels={"worker": "3"}`
-so series from different workers do not collide, and sum them in PromQL.
+Multi-worker: pass the whole gateway's counters (`proxy.totals.view`), so every scrape reads
+the same series whichever worker answers; `const_labels` adds labels to every sample.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Protocol
@@ -77,29 +78,85 @@ def _slot_table() -> tuple[int, ...]:
 STATUS_SLOT = _slot_table()  # status 0-999 -> slot
 
 
+# The gateway's own pages: counted apart from LLM requests, so a probe inflates no request alert.
+ADMIN_PAGES: tuple[str, ...] = ("healthz", "stats", "metrics", "dashboard", "dashboard.json", "models", "model",
+                                "admin", "other")  # fmt: skip
+_PAGE_INDEX = {name: i for i, name in enumerate(ADMIN_PAGES)}
+# Per-route histograms: few buckets (in seconds), so routes × buckets stays small.
+ROUTE_LATENCY_BOUNDS_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+ROUTE_TTFB_BOUNDS_S: tuple[float, ...] = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_NLAT = len(ROUTE_LATENCY_BOUNDS_S) + 1  # the last bucket is +Inf
+_NTTFB = len(ROUTE_TTFB_BOUNDS_S) + 1
+
+
+class ExchangeLike(Protocol):
+    """What `RequestCounters.record_exchange` reads of a finished exchange."""
+
+    endpoint: str
+    route: Any
+    status: int
+    stream: bool
+    t_start: float
+    t_sent: float
+    t_relayed: float
+    t_end: float
+
+
 class RequestCounters:
-    """Requests by route and response status, in one preallocated flat list.
+    """Requests by route and response status, per-route latency and TTFB histograms, and the
+    gateway's own pages apart, each in one preallocated flat list.
 
     `record(route_id, status)`: route_id -1 means "no route" (answered by the gateway
     itself: bad request, unknown model, auth failure...); status 0 means "no response was
     sent" (the client left first); status must be 0-999. Exposed as
-    `llm_edge_requests_total{route,model,provider,code}`.
+    `llm_edge_requests_total{route,model,provider,upstream_model,code}`.
+    `record_exchange(ex)` does that, the route's histograms and the admin pages in one call.
     """
 
-    __slots__ = ("counts", "routes")
+    __slots__ = ("admin", "counts", "lat", "lat_sum_us", "routes", "ttfb", "ttfb_sum_us")
 
     def __init__(self, route_count: int) -> None:
         self.routes = route_count
         self.counts = [0] * ((route_count + 1) * _NSLOT)  # row 0: no route; row r + 1: route r
+        self.lat = [0] * (route_count * _NLAT)  # route r: buckets r*_NLAT ... (not cumulative)
+        self.lat_sum_us = [0] * route_count
+        self.ttfb = [0] * (route_count * _NTTFB)
+        self.ttfb_sum_us = [0] * route_count
+        self.admin = [0] * (len(ADMIN_PAGES) * _NSLOT)
 
     def __repr__(self) -> str:
-        return f"<RequestCounters routes={self.routes} total={sum(self.counts)}>"
+        return f"<RequestCounters routes={self.routes} total={sum(self.counts)} admin={sum(self.admin)}>"
 
     def record(self, route_id: int, status: int) -> None:
         """Count one finished request (hot path)."""
         # One flat list rather than a list per route: the same speed (43 vs 42 ns inline, timeit,
         # CPython 3.11), but one object to snapshot, or to move to shared memory for several workers.
         self.counts[(route_id + 1) * _NSLOT + STATUS_SLOT[status]] += 1
+
+    def record_exchange(self, ex: ExchangeLike) -> None:
+        """Count one finished exchange (hot path): an admin page apart, else by route and status,
+        with the answering route's latency and (streams) time to first byte."""
+        endpoint = ex.endpoint
+        status = ex.status if 0 <= ex.status < 1000 else 999
+        if endpoint and endpoint[0] != "/":  # the pipeline names an admin page without a slash
+            self.admin[_PAGE_INDEX.get(endpoint, len(ADMIN_PAGES) - 1) * _NSLOT + STATUS_SLOT[status]] += 1
+            return
+        route = ex.route
+        if route is None:
+            self.counts[STATUS_SLOT[status]] += 1
+            return
+        r = route.id
+        self.counts[(r + 1) * _NSLOT + STATUS_SLOT[status]] += 1
+        if not ex.t_sent:
+            return
+        # bisect over 10 bounds: ~90 ns (timeit, CPython 3.11); two of them per forwarded request.
+        latency = ex.t_end - ex.t_start
+        self.lat[r * _NLAT + bisect_left(ROUTE_LATENCY_BOUNDS_S, latency)] += 1
+        self.lat_sum_us[r] += int(latency * 1e6)
+        if ex.stream and ex.t_relayed:
+            ttfb = ex.t_relayed - ex.t_start
+            self.ttfb[r * _NTTFB + bisect_left(ROUTE_TTFB_BOUNDS_S, ttfb)] += 1
+            self.ttfb_sum_us[r] += int(ttfb * 1e6)
 
     def samples(self) -> list[tuple[int, str, int]]:
         """`(route_id, code label, count)` for every non-zero counter (route_id -1: no route)."""
@@ -109,6 +166,25 @@ class RequestCounters:
                 row, slot = divmod(i, _NSLOT)
                 out.append((row - 1, STATUS_LABELS[slot], n))
         return out
+
+    def admin_samples(self) -> list[tuple[str, str, int]]:
+        """`(page, code label, count)` for every non-zero admin counter."""
+        out = []
+        for i, n in enumerate(self.admin):
+            if n:
+                page, slot = divmod(i, _NSLOT)
+                out.append((ADMIN_PAGES[page], STATUS_LABELS[slot], n))
+        return out
+
+    def route_histogram(self, route_id: int, ttfb: bool = False) -> tuple[list[int], int, int]:
+        """(cumulative counts at each bound, then +Inf; count; sum in µs) of one route's histogram."""
+        width, buckets, sums = (_NTTFB, self.ttfb, self.ttfb_sum_us) if ttfb else (_NLAT, self.lat, self.lat_sum_us)
+        out = []
+        acc = 0
+        for n in buckets[route_id * width : (route_id + 1) * width]:
+            acc += n
+            out.append(acc)
+        return out, acc, sums[route_id]
 
 
 # -- histograms ------------------------------------------------------------------------------
@@ -311,8 +387,12 @@ def render(
             labels = route_labels.get(route_id) or _unknown_route(route_id)
             samples.append((labels + (("code", code),), n))
         out.simple("llm_edge_requests_total", "counter",
-                   'Requests answered, by route and status (route="": answered by the gateway itself; '
-                   'code="0": no response was sent).', samples)  # fmt: skip
+                   'LLM API requests answered, by route and status (route="": answered by the gateway itself; '
+                   'code="0": no response was sent). The gateway\'s own pages are counted apart.', samples)  # fmt: skip
+        out.simple("llm_edge_admin_requests_total", "counter",
+                   "Requests for the gateway's own pages (/healthz, /stats, /metrics, /dashboard...), by page "
+                   "and status.", [((("page", page), ("code", code)), n) for page, code, n in requests.admin_samples()])
+        _render_route_histograms(out, requests, route_labels)
     elif stats is not None:
         out.simple("llm_edge_requests_total", "counter", "Requests answered, by status.",
                    [((("code", str(code)),), n) for code, n in enumerate(stats.by_status) if n])  # fmt: skip
@@ -360,13 +440,36 @@ def _unknown_route(route_id: int) -> Labels:
 
 
 def _route_label_set(row: Mapping[str, Any]) -> Labels:
+    # `route` is named `provider/upstream model`, never the index: series keep their identity when
+    # routes are added, removed or reordered in the file.
     upstream = row.get("upstream_model")
     return (
-        ("route", str(_route_id(row))),
+        ("route", f"{row.get('provider', '')}/{'*' if upstream is None else upstream}"),
         ("model", str(row.get("model", ""))),
         ("provider", str(row.get("provider", ""))),
         ("upstream_model", "" if upstream is None else str(upstream)),
     )
+
+
+def _render_route_histograms(out: _Text, requests: RequestCounters, route_labels: Mapping[int, Labels]) -> None:
+    for name, help_, bounds, ttfb in (
+        ("llm_edge_route_request_duration_seconds", "Latency of the requests each route answered (few buckets: "
+         "for per-provider quantiles).", ROUTE_LATENCY_BOUNDS_S, False),
+        ("llm_edge_route_time_to_first_byte_seconds", "Time to the first relayed byte of the streams each route "
+         "answered.", ROUTE_TTFB_BOUNDS_S, True),
+    ):  # fmt: skip
+        samples: list[tuple[str, Labels, float]] = []
+        for route_id, labels in route_labels.items():
+            if not 0 <= route_id < requests.routes:
+                continue
+            cumulative, count, sum_us = requests.route_histogram(route_id, ttfb)
+            if not count:
+                continue
+            les = [repr(b) for b in bounds] + ["+Inf"]
+            samples.extend(("_bucket", (*labels, ("le", le)), n) for le, n in zip(les, cumulative))
+            samples.append(("_sum", labels, sum_us / 1e6))
+            samples.append(("_count", labels, count))
+        out.family(name, "histogram", help_, samples)
 
 
 def _render_routes(out: _Text, routes: Sequence[Mapping[str, Any]], route_labels: Mapping[int, Labels]) -> None:
@@ -389,6 +492,11 @@ def _render_routes(out: _Text, routes: Sequence[Mapping[str, Any]], route_labels
                "response.", column("successes"))  # fmt: skip
     out.simple("llm_edge_route_failures_total", "counter", "Attempts on the route that failed in a way that counts "
                "against its health.", column("errors"))  # fmt: skip
+    out.simple("llm_edge_route_rejections_total", "counter", "Attempts on the route that ended for the request's own "
+               "fault (a 4xx it caused, or a translation the provider's API cannot express): neither a success nor "
+               "a failure of the route.", column("rejected"))  # fmt: skip
+    out.simple("llm_edge_route_cancellations_total", "counter", "Attempts on the route abandoned before their outcome "
+               "(a hedge that lost, a client that left).", column("cancelled"))  # fmt: skip
     tokens = [(labels + (("direction", "input"),), v) for labels, v in column("in_tokens", "input_tokens")]
     tokens += [(labels + (("direction", "output"),), v) for labels, v in column("out_tokens", "output_tokens")]
     out.simple("llm_edge_route_tokens_total", "counter", "Tokens used through the route, by direction.", tokens)

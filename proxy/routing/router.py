@@ -303,6 +303,7 @@ class Router:
         t.in_flight[r] -= 1
         t.provider_in_flight[self._provider_of[r]] -= 1
         if not ROUTE_FAILURE[kind]:
+            t.rejected[r] += 1
             if t.probes_out[r] > 0:
                 t.probes_out[r] -= 1
             return
@@ -356,6 +357,7 @@ class Router:
         """The attempt was abandoned (hedge loser, downstream left): release it, learn nothing."""
         t = self.table
         t.in_flight[route_id] -= 1
+        t.cancelled[route_id] += 1
         t.provider_in_flight[self._provider_of[route_id]] -= 1
         if t.probes_out[route_id] > 0:
             t.probes_out[route_id] -= 1
@@ -417,6 +419,8 @@ class Router:
                 "requests": t.requests[r],
                 "successes": t.successes[r],
                 "errors": t.errors[r],
+                "rejected": t.rejected[r],
+                "cancelled": t.cancelled[r],
                 "in_tokens": t.in_tokens[r],
                 "out_tokens": t.out_tokens[r],
                 "spend_usd": t.spend_pusd[r] / 1e12,

@@ -62,6 +62,8 @@ _ROUTE_Q = (
     "win_b", "win_req", "win_err", "prev_req", "prev_err",  # two-bucket sliding error window
     "in_flight",
     "requests", "successes", "errors", "in_tokens", "out_tokens",
+    "rejected",  # attempts that ended for the request's own fault (a 4xx it caused, a refused translation)
+    "cancelled",  # attempts abandoned (hedge loser, client left): requests = the four outcomes + in flight
     "spend_pusd",  # spend in pico-dollars (1e-12 USD)
     "sla_ok",  # ranking memory for the SLA hysteresis
     "last_failure",  # the Failure kind of the route's latest failure (for "no route" reasons)
@@ -113,6 +115,8 @@ class RouteTable:
     errors: Column
     in_tokens: Column
     out_tokens: Column
+    rejected: Column
+    cancelled: Column
     spend_pusd: Column
     sla_ok: Column
     last_failure: Column

@@ -20,13 +20,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("proxy.translate", "proxy.cache", "proxy.routing"),
     ("proxy.wire", "proxy.body", "proxy.limits", "proxy.prices", "proxy.request_head", "proxy.model_list", "proxy.endpoints"),
     ("proxy.overrides", "proxy.tags", "proxy.user_limits", "proxy.compat"),
-    ("proxy.request", "proxy.response", "proxy.stats"),
+    ("proxy.request", "proxy.response", "proxy.stats", "proxy.tracecontext"),
     ("proxy.metrics",),
     # settings and records
-    ("proxy.accesslog", "proxy.auth", "proxy.events"),
-    ("proxy.config",),
+    ("proxy.accesslog", "proxy.auth", "proxy.events", "proxy.totals"),
+    ("proxy.config", "proxy.dashboard"),
     # I/O below the request path
-    ("proxy.redis_tier", "proxy.shared", "proxy.ledger", "proxy.fleet", "proxy.keys_admin", "proxy.tls", "proxy.probe"),
+    ("proxy.redis_tier", "proxy.shared", "proxy.ledger", "proxy.fleet", "proxy.keys_admin", "proxy.tls", "proxy.probe",
+     "proxy.tracing"),
     ("proxy.upstream",),
     ("proxy.pool",),
     ("proxy.generation", "proxy.response_cache"),

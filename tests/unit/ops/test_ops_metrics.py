@@ -193,14 +193,16 @@ def test_values_round_trip() -> None:
     assert samples(text, "llm_edge_build_info") == {(("version", __version__),): 1}
     assert samples(text, "llm_edge_uptime_seconds") == {(): 12.5}
     requests = samples(text, "llm_edge_requests_total")
-    ok = (("code", "200"), ("model", "fast"), ("provider", "openai"), ("route", "0"), ("upstream_model", "gpt-4o-mini"))
+    ok = (("code", "200"), ("model", "fast"), ("provider", "openai"), ("route", "openai/gpt-4o-mini"),
+            ("upstream_model", "gpt-4o-mini"))
     assert requests[ok] == 2
     unrouted = (("code", "401"), ("model", ""), ("provider", ""), ("route", ""), ("upstream_model", ""))
     assert requests[unrouted] == 1
     assert sum(requests.values()) == 4
 
     tokens = samples(text, "llm_edge_route_tokens_total")
-    route0 = (("model", "fast"), ("provider", "openai"), ("route", "0"), ("upstream_model", "gpt-4o-mini"))
+    route0 = (("model", "fast"), ("provider", "openai"), ("route", "openai/gpt-4o-mini"),
+            ("upstream_model", "gpt-4o-mini"))
     assert tokens[tuple(sorted((*route0, ("direction", "input"))))] == 1000
     assert tokens[tuple(sorted((*route0, ("direction", "output"))))] == 500
     spend = samples(text, "llm_edge_route_spend_usd_total")[route0]
@@ -211,7 +213,8 @@ def test_values_round_trip() -> None:
     assert breaker[tuple(sorted((*route0, ("state", "open"))))] == 0
     assert (
         samples(text, "llm_edge_route_failures_total")[
-            (("model", "fast"), ("provider", "anthropic"), ("route", "1"), ("upstream_model", "claude-haiku"))
+            (("model", "fast"), ("provider", "anthropic"), ("route", "anthropic/claude-haiku"),
+             ("upstream_model", "claude-haiku"))
         ]
         == 1
     )
@@ -277,7 +280,7 @@ def test_raw_router_snapshot_rows_work_too() -> None:
     text = render(routes=router.snapshot(1.0))
     parse(text)
     tokens = samples(text, "llm_edge_route_tokens_total")
-    assert tokens[(("direction", "input"), ("model", "fast"), ("provider", "0"), ("route", "0"),
+    assert tokens[(("direction", "input"), ("model", "fast"), ("provider", "0"), ("route", "0/gpt-4o-mini"),
                    ("upstream_model", "gpt-4o-mini"))] == 10  # fmt: skip
 
 
