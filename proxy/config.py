@@ -36,6 +36,7 @@ from proxy.limits import LedgerSettings, LimitsSettings
 from proxy.prices import Prices, price_list, prices_from_table
 from proxy.routing import ModelSpec, RouterSettings, RouteSpec
 from proxy.routing.settings import unknown_key
+from proxy.tracecontext import TracingSettings
 
 PROVIDER_KINDS = ("openai", "anthropic", "local")
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -170,6 +171,7 @@ class Settings:
     admin: AdminSettings = AdminSettings()
     unusable: tuple[tuple[int, str], ...] = ()  # (provider id, why) for `Router.mark_unusable`
     warnings: tuple[str, ...] = ()  # what was corrected or is suspicious; see rule 4
+    tracing: TracingSettings = TracingSettings()  # [tracing]: OpenTelemetry export, off by default
 
     @property
     def cache_modes(self) -> dict[str, str]:
@@ -222,8 +224,8 @@ def _env_only_table(env: dict[str, str]) -> dict[str, Any]:
 
 def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table>") -> Settings:
     """Validate a parsed TOML document and build the frozen settings."""
-    _check_keys(table, {"server", "router", "cache", "auth", "log", "providers", "models", "limits", "ledger", "admin"},
-                "")  # fmt: skip
+    _check_keys(table, {"server", "router", "cache", "auth", "log", "providers", "models", "limits", "ledger", "admin",
+                        "tracing"}, "")  # fmt: skip
     server = _server(_table(table, "server", ""))
     router = RouterSettings.from_table(_table(table, "router", ""), "router")
     cache = CacheSettings.from_table(_table(table, "cache", ""), env=env)
@@ -232,6 +234,7 @@ def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table
     limits = LimitsSettings.from_table(_table(table, "limits", ""))
     ledger = LedgerSettings.from_table(_table(table, "ledger", ""), None if source.startswith("<") else source)
     admin = AdminSettings.from_table(_table(table, "admin", ""), env)
+    tracing = TracingSettings.from_table(_table(table, "tracing", ""))
     if admin.enabled:
         auth = replace(auth, managed=True)
         for key in auth.keys:
@@ -281,7 +284,8 @@ def from_table(table: dict[str, Any], env: dict[str, str], source: str = "<table
         specs.append(spec)
         direct[p.name] = route
     return Settings(server, providers, models, tuple(routes), direct, router, tuple(specs), cache, auth, log, source,
-                    limits, ledger, admin, unusable=tuple(unusable), warnings=tuple(warnings))  # fmt: skip
+                    limits, ledger, admin, unusable=tuple(unusable), warnings=tuple(warnings),
+                    tracing=tracing)  # fmt: skip
 
 
 def _server(t: dict[str, Any]) -> ServerSettings:
