@@ -29,8 +29,19 @@ from proxy import errors, pipeline
 from proxy.auth import presented_key
 from proxy.exchange import Exchange
 from proxy.request_head import (
-    UNSEEN, ANTHROPIC_BETA, ANTHROPIC_VERSION, CACHE_CONTROL, CACHE_TTL, CLIENT_KEY, CONNECTION, CONTENT_LENGTH, EXPECT,
-    FORWARD, HOST, TRANSFER_ENCODING, UPGRADE,
+    ANTHROPIC_BETA,
+    ANTHROPIC_VERSION,
+    CACHE_CONTROL,
+    CACHE_TTL,
+    CLIENT_KEY,
+    CONNECTION,
+    CONTENT_LENGTH,
+    EXPECT,
+    FORWARD,
+    HOST,
+    TRANSFER_ENCODING,
+    UNSEEN,
+    UPGRADE,
 )
 from proxy.wire import CONTINUE_100, Dechunker
 

@@ -16,10 +16,10 @@ import time
 from typing import TYPE_CHECKING
 
 from proxy.auth import Keys
-from proxy.limits import Accounts
 from proxy.cache import Planner
 from proxy.config import ProviderSettings, Settings
 from proxy.events import EventLog, route_labels
+from proxy.limits import Accounts
 from proxy.metrics import RequestCounters
 from proxy.model_list import openai_models_body
 from proxy.pool import Pool

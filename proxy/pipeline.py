@@ -28,8 +28,7 @@ import time
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from proxy import adapt, admin, caching, endpoints, errors, response
-from proxy.apis import ANTHROPIC
+from proxy import adapt, admin, caching, endpoints, errors
 from proxy.prices import route_prices
 from proxy.request import parse
 from proxy.routing import Failure

@@ -12,18 +12,31 @@ from __future__ import annotations
 
 import logging
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from proxy import adapt, caching, errors, response
 from proxy.apis import ANTHROPIC
 from proxy.limits import cost_header, cost_nusd_at
-from proxy.prices import FREE, cost_nusd, disjoint, route_prices
 from proxy.pipeline import (
-    F_BROKEN, F_CLIENT, F_CONNECT, F_CONNECT_TIMEOUT, F_MALFORMED, F_TIMEOUT, attempt, attempt_over, broadcast, crashed,
-    drop, fail, finish, on_connected, write,
+    F_BROKEN,
+    F_CLIENT,
+    F_CONNECT,
+    F_CONNECT_TIMEOUT,
+    F_MALFORMED,
+    F_TIMEOUT,
+    attempt,
+    attempt_over,
+    broadcast,
+    crashed,
+    drop,
+    fail,
+    finish,
+    on_connected,
+    write,
 )  # fmt: skip
+from proxy.prices import FREE, cost_nusd, disjoint, route_prices
 from proxy.routing import failure_kind, is_route_failure, summarize_failures
 from proxy.routing.failures import may_be_rejection, rejection_message, upstream_rejection
 from proxy.stats import scan_usage

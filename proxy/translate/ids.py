@@ -5,8 +5,8 @@
 # pass explicit values instead (tests do), so the translators stay reproducible.
 from __future__ import annotations
 
-import secrets
 import re
+import secrets
 import time
 
 _BAD_TOOL_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
