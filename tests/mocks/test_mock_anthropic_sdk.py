@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import anthropic
 import pytest
-from tests.mocks.mock_testing import roundtrip
 
 from mocks import MockServer
+from tests.mocks.mock_testing import roundtrip
 
 MSG = [{"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER_TOOL = {

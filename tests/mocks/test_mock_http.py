@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from tests.mocks.mock_testing import connect, read_response, request_bytes, roundtrip
 
 from mocks import MockServer
+from tests.mocks.mock_testing import connect, read_response, request_bytes, roundtrip
 
 CHAT = "/v1/chat/completions"
 

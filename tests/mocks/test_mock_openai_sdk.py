@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import openai
 import pytest
-from tests.mocks.mock_testing import run
 
 from mocks import MockConfig, MockServer, start_mock
+from tests.mocks.mock_testing import run
 
 MSG = [{"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER_TOOL = {

@@ -8,13 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.mocks.mock_testing import request_bytes, run
 
 from mocks import MockConfig, start_mock
 from mocks.content import argument_word, embedding, floats, fragments, prompt_tokens, reply_tokens
 from mocks.protocol import MockProtocol
 from mocks.server import MockServer
 from mocks.wire import CHUNK_END, PH_CREATED, PH_ID, Reply, chunk, fill, fill_whole, stream_parts
+from tests.mocks.mock_testing import request_bytes, run
 
 # -- content ---------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from proxy.cache.entry import ENTRY_OVERHEAD, CacheEntry
-from proxy.cache.formats import OPENAI_CHAT, OPENAI_EMBEDDINGS
+from proxy.cache.formats import OPENAI_EMBEDDINGS
 from proxy.cache.sketch import FrequencySketch
 from proxy.cache.store import DEFAULT_STORE, LRUStore, SieveStore, new_store
 

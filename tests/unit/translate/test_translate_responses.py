@@ -7,7 +7,6 @@ from typing import Any
 import orjson
 import pytest
 from anthropic.types import Message
-from tests.unit.translate.translate_samples import check_openai_completion
 
 from proxy.errors import UpstreamProtocolError
 from proxy.translate import (
@@ -18,6 +17,7 @@ from proxy.translate import (
 )
 from proxy.translate.reasons import finish_reason_from_anthropic, stop_reason_from_openai
 from proxy.translate.usage import anthropic_usage_detail, openai_usage_detail
+from tests.unit.translate.translate_samples import check_openai_completion
 
 ANTHROPIC_MESSAGE: dict[str, Any] = {
     "id": "msg_01XF",

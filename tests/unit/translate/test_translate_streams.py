@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
+
+from proxy.translate import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 from tests.unit.translate.translate_samples import (
     ANTHROPIC_ERROR_STREAM,
     ANTHROPIC_TEXT_STREAM,
@@ -25,8 +27,6 @@ from tests.unit.translate.translate_samples import (
     read_openai_stream,
     sse,
 )
-
-from proxy.translate import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 
 
 def to_openai(include_usage: bool = True) -> Callable[[], AnthropicToOpenAIStream]:
