@@ -55,7 +55,8 @@ def lookup(ex: Exchange, cache: Cache | None, now: float) -> int:
     ex.cache_outcome = plan.outcome
     if plan.outcome is BYPASS:
         return UPSTREAM
-    key = make_key(fmt, ex.model, payload, ex.tenant, ex.anthropic_version, ex.anthropic_beta)
+    seed = ex.gen.settings.cache.key_seed  # [cache] key_seed_env: a secret, when tenants share a namespace
+    key = make_key(fmt, ex.model, payload, ex.tenant, ex.anthropic_version, ex.anthropic_beta, seed)
     if key is None:
         ex.cache_outcome = BYPASS
         return UPSTREAM
