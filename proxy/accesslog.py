@@ -23,7 +23,12 @@ A line (keys always present, null when not applicable)::
     {"time":"2026-08-01T12:00:00.123Z","request_id":"req_1","endpoint":"/v1/chat/completions",
      "model":"fast","provider":"openai","route":0,"status":200,"stream":true,"latency_us":812345,
      "overhead_us":41,"ttfb_us":95012,"tokens_in":120,"tokens_out":512,"cost_usd":0.004456,
-     "cache":"miss","attempts":1,"key":"team-a"}
+     "cache":"miss","attempts":1,"key":"team-a","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736",
+     "span_id":"00f067aa0ba902b7"}
+
+`trace_id` and `span_id` are the request's OpenTelemetry ids (the client's trace continued, or one
+the gateway started), so a slow line leads to its trace. With `[tracing]` on, the same lines also
+go out as OTLP log records under their trace (`otlp`, called with the batch at each flush).
 
 Several workers may share one file: it is opened with O_APPEND and each flush is one
 write(2), so batches do not interleave mid-line on a local file system.
@@ -60,11 +65,13 @@ ROW = (
     "cache",  # the cache outcome: str, bytes or an enum of either (Outcome.HIT); "" or None: no say
     "attempts",  # int: upstream attempts made
     "key",  # str: the gateway key's name (Keys.names[k]); "" if none
+    "trace",  # tracecontext.trace_ids(ex): (trace id, span id, parent, flags); optional (None: no trace id)
 )
 # The keys of every line, in order.
 FIELDS = (
     "time", "request_id", "endpoint", "model", "provider", "route", "status", "stream", "latency_us",
-    "overhead_us", "ttfb_us", "tokens_in", "tokens_out", "cost_usd", "cache", "attempts", "key",
+    "overhead_us", "ttfb_us", "tokens_in", "tokens_out", "cost_usd", "cache", "attempts", "key", "trace_id",
+    "span_id",
 )  # fmt: skip
 
 DEFAULT_BUFFER = 20_000
@@ -163,16 +170,22 @@ class AccessLog:
     taking bytes (default: a `FileSink` on the configured path).
     """
 
-    __slots__ = ("_prefix", "_sec", "dropped", "lines", "max_pending", "pending", "sink", "write_errors")
+    __slots__ = ("_prefix", "_sec", "dropped", "lines", "max_pending", "otlp", "pending", "sink", "write_errors")
 
-    def __init__(self, settings: AccessLogSettings, sink: Callable[[bytes], object] | None = None) -> None:
+    def __init__(
+        self,
+        settings: AccessLogSettings,
+        sink: Callable[[bytes], object] | None = None,
+        otlp: Callable[[list[dict[str, Any]], float], object] | None = None,
+    ) -> None:
         # config
         self.max_pending = settings.max_pending
-        if sink is None:
-            if settings.path is None:
-                raise ValueError("the access log is not configured")
+        if sink is None and settings.path is not None:
             sink = FileSink(settings.path).write
-        self.sink = sink
+        if sink is None and otlp is None:
+            raise ValueError("the access log is not configured")
+        self.sink = sink  # None: OTLP only
+        self.otlp = otlp  # `tracing.Tracer.emit_logs`: the lines as OTLP log records, with their `t_end`
         # state
         self.pending: list[tuple[Any, ...]] = []
         self._sec = -1  # the whole second `_prefix` was formatted for
@@ -213,6 +226,11 @@ class AccessLog:
             rows = rows[:max_lines]
         else:
             self.pending = []
+        if self.otlp is not None:
+            self._export(rows, wall_now - mono_now)
+        if self.sink is None:
+            self.lines += len(rows)
+            return len(rows)
         data, count = self.format_rows(rows, wall_now - mono_now)
         self.dropped += len(rows) - count
         if not count:
@@ -239,9 +257,24 @@ class AccessLog:
 
     # -- internal -----------------------------------------------------------------------
 
+    def _export(self, rows: list[tuple[Any, ...]], offset: float) -> None:
+        lines = []
+        for row in rows:
+            try:
+                line = self._line(row, offset)
+            except (TypeError, ValueError, IndexError):
+                continue
+            line["t_end"] = row[0]
+            lines.append(line)
+        try:
+            self.otlp(lines, offset)  # type: ignore[misc]
+        except Exception:  # an exporter's failure never reaches the tick
+            self.write_errors += 1
+
     def _line(self, row: tuple[Any, ...], offset: float) -> dict[str, Any]:
         (t_end, request_id, endpoint, model, provider, route, status, stream, latency_s, overhead_s, ttfb_s,
-         tokens_in, tokens_out, cost_nusd, cache, attempts, key) = row  # fmt: skip
+         tokens_in, tokens_out, cost_nusd, cache, attempts, key) = row[:17]  # fmt: skip
+        trace = row[17] if len(row) > 17 else None
         if isinstance(request_id, bytes):
             request_id = request_id.decode("latin-1")
         return {
@@ -263,6 +296,8 @@ class AccessLog:
             "cache": _outcome(cache),
             "attempts": attempts,
             "key": key or None,
+            "trace_id": f"{trace[0]:032x}" if trace else None,
+            "span_id": f"{trace[1]:016x}" if trace else None,
         }
 
     def _iso(self, wall: float) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from proxy import totals
 from proxy.accesslog import AccessLog
 from proxy.config import Settings
+from proxy.errors import ConfigError
 from proxy.fleet import Fleet
 from proxy.generation import Generation
 from proxy.keys_admin import KeysAdmin
@@ -32,6 +33,19 @@ from proxy.upstream import ResponseHandler
 
 # Every 5th share (250 ms): gathering ~3000 counters costs ~40 µs, and a scrape's own worker publishes first anyway.
 COUNTERS_EVERY = 5
+
+
+def start_tracing(settings: Settings) -> Any:
+    """The OpenTelemetry tracer (`proxy.tracing.Tracer`), or None when tracing is off: the SDK is then
+    never imported. Built in each worker after the fork (the SDK's export threads do not survive one)."""
+    if not settings.tracing.enabled:
+        return None
+    try:
+        from proxy.tracing import Tracer
+    except ImportError as exc:
+        raise ConfigError(f"tracing.otlp_endpoint: the OpenTelemetry SDK is not installed "
+                          f"(pip install 'llm-edge[otel]'): {exc}") from None  # fmt: skip
+    return Tracer(settings.tracing)
 
 
 class GatewayState:
@@ -55,7 +69,9 @@ class GatewayState:
         self.fleet = Fleet(settings.limits, self.accounts, loop) if settings.limits.redis_url else None
         self.keys_admin = KeysAdmin(self.accounts, self.ledger.history)
         self.stats = Stats()
-        self.access_log = AccessLog(settings.log) if settings.log.enabled else None
+        self.tracer = start_tracing(settings)  # None unless [tracing] otlp_endpoint is set
+        otlp = self.tracer.emit_logs if self.tracer is not None and settings.tracing.export_logs else None
+        self.access_log = AccessLog(settings.log, otlp=otlp) if settings.log.enabled or otlp else None
         self.request_ids = 0
         self.request_id_prefix = f"req_{os.getpid():x}_"
         self.cache = Cache(settings.cache, loop) if settings.cache.enabled else None

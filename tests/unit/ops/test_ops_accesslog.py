@@ -25,7 +25,7 @@ def row(**overrides: Any) -> tuple[Any, ...]:
         "t_end": MONO - 1.5, "request_id": "req_1", "endpoint": "/v1/chat/completions", "model": "fast",
         "provider": "openai", "route": 2, "status": 200, "stream": True, "latency_s": 0.812345,
         "overhead_s": 0.0000412, "ttfb_s": 0.095, "tokens_in": 120, "tokens_out": 512, "cost_nusd": 4_456_000,
-        "cache": "miss", "attempts": 1, "key": "team-a",
+        "cache": "miss", "attempts": 1, "key": "team-a", "trace": None,
     }  # fmt: skip
     values.update(overrides)
     assert list(values) == list(ROW)
@@ -104,7 +104,7 @@ def test_a_line_has_exactly_the_documented_fields() -> None:
         "time": "2025-08-01T11:59:58.500Z", "request_id": "req_1", "endpoint": "/v1/chat/completions",
         "model": "fast", "provider": "openai", "route": 2, "status": 200, "stream": True, "latency_us": 812345,
         "overhead_us": 41, "ttfb_us": 95000, "tokens_in": 120, "tokens_out": 512, "cost_usd": 0.004456,
-        "cache": "miss", "attempts": 1, "key": "team-a",
+        "cache": "miss", "attempts": 1, "key": "team-a", "trace_id": None, "span_id": None,
     }  # fmt: skip
     for forbidden in ("prompt", "messages", "content", "completion", "authorization", "api_key"):
         assert all(forbidden not in field for field in FIELDS)
@@ -255,3 +255,42 @@ def test_stderr_sink(capfd: pytest.CaptureFixture[str]) -> None:
     err = capfd.readouterr().err
     assert orjson.loads(err)["request_id"] == "to-stderr"
     os.fstat(2)
+
+
+# -- trace ids and OTLP logs ------------------------------------------------------------------------
+
+TRACE = (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, 0, 1)
+
+
+def test_every_line_has_its_trace_id_column() -> None:
+    log, sink = make()
+    log.append(row(trace=TRACE))
+    log.append(row()[:17])  # a row from before the column: still a line, with no trace id
+    log.flush(WALL, MONO)
+    traced, untraced = sink.lines()
+    assert (traced["trace_id"], traced["span_id"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert untraced["trace_id"] is None and list(untraced) == list(FIELDS)
+
+
+def test_lines_also_go_out_as_otlp_records_or_only_there() -> None:
+    batches: list[tuple[list[dict[str, Any]], float]] = []
+    sink = Sink()
+    log = AccessLog(AccessLogSettings("-"), sink=sink, otlp=lambda lines, offset: batches.append((lines, offset)))
+    log.append(row(trace=TRACE, t_end=MONO - 2.0))
+    assert log.flush(WALL, MONO) == 1
+    [(lines, offset)] = batches
+    assert offset == WALL - MONO and lines[0]["t_end"] == MONO - 2.0
+    assert lines[0]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and len(sink.lines()) == 1
+    only = AccessLog(AccessLogSettings(None), otlp=lambda lines, offset: batches.append((lines, offset)))
+    only.append(row())
+    assert only.flush(WALL, MONO) == 1 and len(batches) == 2 and only.lines == 1
+
+    def broken(lines: list[dict[str, Any]], offset: float) -> None:
+        raise RuntimeError("exporter down")
+
+    failing = AccessLog(AccessLogSettings(None), otlp=broken)
+    failing.append(row())
+    failing.flush(WALL, MONO)  # never raises into the tick
+    assert failing.write_errors == 1
+    with pytest.raises(ValueError):
+        AccessLog(AccessLogSettings(None))
