@@ -265,3 +265,34 @@ class _KeptTask:
 
     def cancel(self) -> None:
         self.cancels += 1
+
+
+class RedisServer:
+    """A real redis-server on a unix socket in `tmp` (no TCP port to collide on), for the tiers that use it."""
+
+    def __init__(self, tmp: Any) -> None:
+        self.sock = tmp / "redis.sock"
+        self.proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.sock}"
+
+    def start(self) -> None:
+        import subprocess
+
+        from tests.harness import wait_for
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", str(self.sock), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert wait_for(self.sock.exists, timeout=10), "redis-server did not start"
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        if self.sock.exists():
+            self.sock.unlink()
