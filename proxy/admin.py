@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from proxy import totals
+from proxy import dashboard, totals
 from proxy.auth import InvalidKeyError
 from proxy.keys_admin import admin_allowed
 from proxy.metrics import CONTENT_TYPE, render
@@ -110,6 +110,12 @@ def metrics(gateway: Gateway) -> bytes:
     return head + gateway.date_header + b"\r\n" + body
 
 
+def dashboard_data(gateway: Gateway) -> bytes:
+    """What the dashboard polls: `/stats`' figures and the last minutes' history (`proxy.dashboard`)."""
+    view = totals.view(gateway)
+    return dashboard.dashboard_json(gateway, gateway.history, stats_snapshot(gateway, view), view)
+
+
 def pools(gateway: Gateway) -> list[dict[str, object]]:
     """Connections per provider (the whole gateway's)."""
     return totals.view(gateway).pools
@@ -146,8 +152,11 @@ PAGES: dict[str, Callable[[Gateway, bool, str], bytes]] = {
     "healthz": lambda gateway, _, query: healthz(gateway, query),
     "stats": lambda gateway, _, __: stats(gateway),
     "metrics": lambda gateway, _, __: metrics(gateway),
+    "dashboard": lambda gateway, _, __: dashboard.dashboard_page(),
+    "dashboard.json": lambda gateway, _, __: dashboard_data(gateway),
 }
-ADMIN_ONLY = frozenset(("stats", "metrics", "dashboard", "admin"))  # need the admin key once one is set
+# need the admin key once one is set
+ADMIN_ONLY = frozenset(("stats", "metrics", "dashboard", "dashboard.json", "admin"))
 
 
 class Request(Protocol):

@@ -16,6 +16,8 @@ ENDPOINTS: dict[bytes, tuple[bytes, str, int, bool]] = {
     b"/healthz": (b"GET", "healthz", OPENAI, False),
     b"/stats": (b"GET", "stats", OPENAI, False),
     b"/metrics": (b"GET", "metrics", OPENAI, False),
+    b"/dashboard": (b"GET", "dashboard", OPENAI, False),
+    b"/dashboard.json": (b"GET", "dashboard.json", OPENAI, False),
 }
 # (method, path) -> what `route` answers for it, for the requests nearly all traffic is
 USUAL: dict[tuple[bytes, bytes], tuple[str, int, bool, str]] = {

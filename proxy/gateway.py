@@ -14,9 +14,10 @@ import time
 from email.utils import formatdate
 from typing import Any
 
-from proxy import totals
+from proxy import dashboard, totals
 from proxy.accesslog import AccessLog
 from proxy.config import Settings
+from proxy.dashboard import History
 from proxy.errors import ConfigError
 from proxy.fleet import Fleet
 from proxy.generation import Generation
@@ -75,6 +76,7 @@ class GatewayState:
         self.request_ids = 0
         self.request_id_prefix = f"req_{os.getpid():x}_"
         self.cache = Cache(settings.cache, loop) if settings.cache.enabled else None
+        self.history = History()  # the dashboard's last minutes, one sample per tick
         self.connections: set[Any] = set()  # client connections (server's protocols), for draining
         self.created = int(time.time())
         self.started_at = time.monotonic()
@@ -122,6 +124,7 @@ class GatewayState:
         if self.cache is not None:
             self.cache.store.sweep(loop_now)
         self._flush_access_log()
+        dashboard.tick(self, self.history, now)
         self.ledger.flush(now)
         if self.fleet is not None:
             self.fleet.tick(now)
