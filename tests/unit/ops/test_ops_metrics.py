@@ -394,3 +394,79 @@ def test_requests_for_an_unknown_route_keep_the_label_shape() -> None:
     assert samples(text, "llm_edge_requests_total") == {
         (("code", "200"), ("model", ""), ("provider", ""), ("route", "4"), ("upstream_model", "")): 1
     }
+
+
+# -- hygiene: admin pages apart, per-route histograms ------------------------------------------
+
+
+class _Route:
+    def __init__(self, route_id: int) -> None:
+        self.id = route_id
+
+
+class _Done:
+    """A finished exchange, as `record_exchange` reads it."""
+
+    def __init__(self, endpoint: str, route_id: int | None, status: int, latency: float = 0.0, ttfb: float = 0.0,
+                 stream: bool = False) -> None:  # fmt: skip
+        self.endpoint, self.status, self.stream = endpoint, status, stream
+        self.route = _Route(route_id) if route_id is not None else None
+        self.t_start, self.t_sent = 10.0, 10.0 + (0.001 if latency else 0.0)
+        self.t_relayed = 10.0 + ttfb if ttfb else 0.0
+        self.t_end = 10.0 + latency
+
+
+def test_admin_pages_are_counted_apart_from_llm_requests() -> None:
+    counters = RequestCounters(2)
+    for page in ("metrics", "stats", "healthz", "dashboard", "dashboard.json", "something-new"):
+        counters.record_exchange(_Done(page, None, 0))
+    counters.record_exchange(_Done("/chat/completions", 1, 200, latency=0.3))
+    counters.record_exchange(_Done("", None, 404))  # unknown path: the gateway's own answer, an LLM-side error
+    assert sorted(counters.samples()) == [(-1, "404", 1), (1, "200", 1)]
+    assert ("metrics", "0", 1) in counters.admin_samples() and ("other", "0", 1) in counters.admin_samples()
+    text = render(requests=counters, routes=admin_rows(make_router(), 1.0))
+    parse(text)
+    admin = samples(text, "llm_edge_admin_requests_total")
+    assert admin[(("code", "0"), ("page", "healthz"))] == 1 and sum(admin.values()) == 6
+    assert sum(samples(text, "llm_edge_requests_total").values()) == 2
+
+
+def test_per_route_latency_and_ttfb_histograms_have_few_buckets() -> None:
+    counters = RequestCounters(2)
+    for latency in (0.05, 0.3, 0.3, 7.0, 500.0):
+        counters.record_exchange(_Done("/chat/completions", 0, 200, latency=latency))
+    counters.record_exchange(_Done("/messages", 1, 200, latency=2.0, ttfb=0.04, stream=True))
+    counters.record_exchange(_Done("/messages", 1, 200))  # never sent upstream: no latency sample
+    counters.record_exchange(_Done("/messages", 1, 1234))  # out of range: "other", never an IndexError
+    text = render(requests=counters, routes=admin_rows(make_router(), 1.0))
+    parse(text)
+    route0 = (("model", "fast"), ("provider", "openai"), ("route", "openai/gpt-4o-mini"),
+              ("upstream_model", "gpt-4o-mini"))  # fmt: skip
+    buckets = samples(text, "llm_edge_route_request_duration_seconds_bucket")
+    assert buckets[tuple(sorted((*route0, ("le", "0.1"))))] == 1
+    assert buckets[tuple(sorted((*route0, ("le", "0.5"))))] == 3
+    assert buckets[tuple(sorted((*route0, ("le", "120.0"))))] == 4
+    assert buckets[tuple(sorted((*route0, ("le", "+Inf"))))] == 5
+    assert len([k for k in buckets if dict(k)["route"] == "openai/gpt-4o-mini"]) == 11  # 10 bounds and +Inf
+    assert samples(text, "llm_edge_route_request_duration_seconds_sum")[route0] == pytest.approx(507.65)
+    ttfb = samples(text, "llm_edge_route_time_to_first_byte_seconds_count")
+    assert list(ttfb.values()) == [1]  # streams only
+    assert samples(text, "llm_edge_requests_total")[
+        (("code", "other"), ("model", "fast"), ("provider", "anthropic"), ("route", "anthropic/claude-haiku"),
+         ("upstream_model", "claude-haiku"))] == 1  # fmt: skip
+
+
+def test_rejected_and_cancelled_attempts_close_the_books() -> None:
+    router = make_router()
+    for _ in range(4):
+        router.on_start(0)
+    router.on_success(0, 0.1, 1, 1, 1.0)
+    router.on_failure(0, 1, 0.0, 1.0)  # a route failure
+    router.on_failure(0, 0, 0.0, 1.0)  # Failure.CLIENT: the request's fault (a refused translation too)
+    router.on_cancel(0)
+    [row, *_] = admin_rows(router, 1.0)
+    assert (row["successes"], row["errors"], row["rejected"], row["cancelled"], row["in_flight"]) == (1, 1, 1, 1, 0)
+    assert row["requests"] == row["successes"] + row["errors"] + row["rejected"] + row["cancelled"] + row["in_flight"]
+    text = render(routes=[row])
+    assert list(samples(text, "llm_edge_route_rejections_total").values()) == [1]
+    assert list(samples(text, "llm_edge_route_cancellations_total").values()) == [1]
