@@ -296,3 +296,49 @@ class RedisServer:
             self.proc = None
         if self.sock.exists():
             self.sock.unlink()
+
+
+# The gateway as a process (server and workers), started and stopped by pid
+
+
+class GatewayProcess:
+    """`python -m proxy` with the given arguments; `port` is read from its first line."""
+
+    def __init__(self, args: list[str]) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "--log-level", "warning", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        assert "listening on" in line, line + self.proc.stderr.read().decode() if self.proc.stderr else line
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("GET", path)
+            answer = connection.getresponse()
+            return answer.status, answer.read()
+        finally:
+            connection.close()
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Make sure it is gone (only this process, by its pid)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
