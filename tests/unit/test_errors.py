@@ -1,5 +1,5 @@
 """errors: every gateway error carries its status, type and code; names end in Error or Timeout;
-upstream timeouts are told apart by phase. apis: the API constants are distinct."""
+upstream timeouts are told apart by phase."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-from proxy import apis, errors
+from proxy import errors
 
 CLASSES = [
     c
@@ -81,7 +81,3 @@ def test_all_routes_failed(
 
 def test_config_error_is_not_a_gateway_error() -> None:
     assert not issubclass(errors.ConfigError, errors.GatewayError)
-
-
-def test_api_constants_are_distinct_small_integers() -> None:
-    assert {apis.OPENAI, apis.ANTHROPIC} == {0, 1}
