@@ -171,3 +171,20 @@ def upstream_traceparent(ex: Traced, attempt: int, ratio: float = 1.0) -> bytes:
     ids = trace_ids(ex)
     flags = SAMPLED if sampled(ids, ratio) else 0
     return b"traceparent: 00-%032x-%016x-%02x\r\n" % (ids[0], attempt_span_id(ids[1], attempt), flags)
+
+
+class RouteLike(Protocol):
+    """What `attempt_of` reads of a `config.Route`."""
+
+    upstream_model: str | None
+    provider: Any
+
+
+def attempt_of(route: RouteLike, model: str, t_start: float, t_end: float, t_first_byte: float, status: int,
+               error_type: str, hedge: bool = False) -> Attempt:  # fmt: skip
+    """An `Attempt` from a route (`model`: the client's, for a direct route's upstream name). Cold: only
+    while tracing is on, once per attempt as it ends."""
+    p = route.provider
+    upstream = route.upstream_model or model.partition("/")[2]
+    return Attempt(f"{p.name}/{route.upstream_model or '*'}", p.name, p.kind, upstream, p.host, p.port, t_start,
+                   t_end, t_first_byte, status, error_type, hedge)  # fmt: skip

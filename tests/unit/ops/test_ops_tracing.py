@@ -256,3 +256,13 @@ def test_access_log_lines_as_otlp_logs_under_their_trace(receiver: Receiver) -> 
     assert a["llm_edge.request_id"] == "req_1" and a["llm_edge.status"] == 502 and "llm_edge.route" not in a
     assert record.severity_text == "ERROR"
     tracer.shutdown()
+
+
+def test_attempt_of_a_route() -> None:
+    from proxy.tracecontext import attempt_of
+
+    a = attempt_of(OA, "fast", 1.0, 2.0, 1.5, 200, "")
+    assert a == attempt(OA, 1.0, 2.0, first=1.5)
+    direct = SETTINGS.direct_routes["local"]
+    d = attempt_of(direct, "local/qwen", 1.0, 2.0, 0.0, 0, "connect", hedge=True)
+    assert (d.route, d.upstream_model, d.kind, d.hedge, d.error_type) == ("local/*", "qwen", "local", True, "connect")
