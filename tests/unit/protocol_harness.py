@@ -342,3 +342,28 @@ class GatewayProcess:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+class SwitchingTransport(FakeTransport):
+    """A fake transport that can change hands (`set_protocol`), with an optional ALPN answer."""
+
+    def __init__(self, loop: FakeLoop, protocol: Any = None, alpn: str | None = None) -> None:
+        super().__init__(loop, protocol)
+        self.alpn = alpn
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> Any:
+        return self.protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object" and self.alpn is not None:
+            alpn = self.alpn
+
+            class _SSLObject:
+                def selected_alpn_protocol(self) -> str:
+                    return alpn
+
+            return _SSLObject()
+        return default
