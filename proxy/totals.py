@@ -201,7 +201,11 @@ def publish(gateway: GatewayState) -> Layout | None:
     if shared is None:
         return None
     layout = layout_of(gateway)
-    if not shared.counters.publish(layout.identity, gather(gateway, layout)):
+    try:
+        values = gather(gateway, layout)
+    except ValueError:  # never raised into the share tick (it would stop rescheduling itself)
+        return None
+    if not shared.counters.publish(layout.identity, values):
         return None  # too many routes and keys for the shared row: each worker shows its own
     return layout
 
