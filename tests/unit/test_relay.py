@@ -363,11 +363,6 @@ def test_an_upstream_gone_mid_stream_ends_with_an_error_event_in_the_clients_sha
     assert at_rest_problems(gw) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: response.stream_completed sees chunk framing before the last event, so an Anthropic stream "
-    "with message_stop in its own chunk gets a cut-short error event and counts as a route failure",
-)
 def test_a_complete_anthropic_stream_relayed_event_per_chunk_is_clean() -> None:
     gw, loop = make_gateway_with(TABLE)
     out = stream_through(gw, loop, ANTH, messages(b"claude", True), ANTHROPIC_EVENTS, b"0\r\n\r\n")
