@@ -147,6 +147,10 @@ def stream_completed(api: int, recent: bytes) -> bool:
         recent = recent[: -len(LAST_CHUNK)]
     recent = recent.rstrip(b"\r\n")
     last = recent[recent.rfind(b"\n\n") + 2 :] if b"\n\n" in recent else recent
+    last = last.lstrip(b"\r\n")
+    size_end = last.find(b"\r\n")
+    if 0 < size_end <= 8 and all(c in b"0123456789abcdefABCDEF" for c in last[:size_end]):
+        last = last[size_end + 2 :]  # the event began a new chunk: its size line is framing, not the event
     if api == ANTHROPIC:  # the event itself, not text that mentions it
         return last.startswith((b"event: message_stop", b'data: {"type":"message_stop"', b'data: {"type": "message_stop"'))
     return last.endswith(b"data: [DONE]")
