@@ -326,6 +326,9 @@ class UpstreamProtocol(asyncio.Protocol):
         head = self.head + data if self.head else data
         start, interim = response.interim_heads_end(head) if head[9:10] == b"1" else (0, 0)
         end = head.find(_END_OF_HEAD, start) if start >= 0 else -1
+        if 0 < self.status < 100:  # not an HTTP status: refused now, not at the first-byte timeout
+            self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} answered status {self.status}"))
+            return
         if self.status < 200 or end < 0:  # the parser has not seen the whole final head yet
             if len(head) - max(start, 0) > self.max_head_bytes or interim > response.MAX_INTERIM_HEADS:
                 self._fail(errors.UpstreamProtocolError(f"provider {self.pool.provider.name!r} sent an oversized head"))

@@ -243,11 +243,6 @@ def test_a_status_above_599_is_a_failed_attempt(status: int, whole: bool) -> Non
     assert not owner.handler.of("head")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a status below 100 is buffered as if interim (upstream.py _on_head_bytes: "
-    "`if self.status < 200 or end < 0`), so it ends as a first-byte timeout, not at once",
-)
 def test_a_status_below_100_is_refused_at_once() -> None:
     owner, conn, _ = sending()
     conn.data_received(b"HTTP/1.1 099 Odd\r\ncontent-length: 2\r\n\r\n{}")
