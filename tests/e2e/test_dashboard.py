@@ -27,8 +27,8 @@ ADMIN_KEY = "llm-edge-admin-DASHBOARD-CANARY"
 
 # Skipped on a machine without them, never under CI (.ci/run installs them; CI must run this test).
 HAVE_BROWSER = Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()
-pytestmark = pytest.mark.skipif(not HAVE_BROWSER and not os.environ.get("CI"),
-                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+needs_browser = pytest.mark.skipif(not HAVE_BROWSER and not os.environ.get("CI"),
+                                   reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 
 
 @pytest.fixture
@@ -56,9 +56,10 @@ def table(*mocks: Any, **router: Any) -> dict[str, Any]:
     names = [f"p{i}" for i in range(len(mocks))]
     return {
         "providers": [provider(name, m, kind="openai", api_key="sk-up") for name, m in zip(names, mocks)],
-        "models": [{"name": "m", "routes": [{"provider": name, "model": f"up-{name}", "input_per_mtok": 1.0,
-                                              "output_per_mtok": 2.0} for name in names]}],
-        "router": {"breaker_failures": 2, "breaker_cooldown_s": 60, "explore_ratio": 0.0, **router},
+        # p0 is the cheapest: always tried first while its breaker is closed
+        "models": [{"name": "m", "routes": [{"provider": name, "model": f"up-{name}", "input_per_mtok": 1.0 + i,
+                                              "output_per_mtok": 2.0 + i} for i, name in enumerate(names)]}],
+        "router": {"breaker_failures": 2, "breaker_cooldown_s": 60, **router},
         "auth": {"keys": [{"name": "team-a", "key": "gw-key-a", "budget_usd": 5.0}]},
     }  # fmt: skip
 
@@ -68,7 +69,15 @@ def polls(driver: Any) -> int:
 
 
 def text(driver: Any, selector: str) -> str:
-    return str(driver.find_element("css selector", selector).text)
+    """An element's text; the page rebuilds its tables on every poll, so a found row may go stale: find again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            return str(driver.find_element("css selector", selector).text)
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{selector} kept going stale")
 
 
 def wait_polls(driver: Any, n: int) -> None:
@@ -81,6 +90,7 @@ def severe(driver: Any) -> list[dict[str, Any]]:
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
+@needs_browser
 def test_dashboard_in_a_real_browser(mock_uv: MockFactory, gateway_uv: GatewayFactory, browser: Any) -> None:
     healthy, flaky = mock_uv(), mock_uv()
     gw = gateway_uv(table(flaky, healthy))
@@ -115,9 +125,13 @@ def test_dashboard_in_a_real_browser(mock_uv: MockFactory, gateway_uv: GatewayFa
 
     # A failing provider: its breaker opens, and the page says so within two polls.
     flaky.config.error_rate = 1.0
-    for i in range(4):
-        sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": f"fail{i}"}])  # falls back
-    assert wait_for(lambda: orjson.loads(get(gw.port, "/stats")[2])["routes"][0]["breaker"] == "open", timeout=5)
+
+    def opened() -> bool:
+        # each request tries the flaky route first or after the healthy one; either way it falls back
+        sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "fail"}], temperature=1)
+        return bool(orjson.loads(get(gw.port, "/stats")[2])["routes"][0]["breaker"] == "open")
+
+    assert wait_for(opened, timeout=10), "the failing route's breaker never opened"
     wait_polls(browser, 2)
     assert text(browser, 'td[data-route="0"][data-field="breaker"]') == "open"
     assert float(text(browser, 'td[data-route="0"][data-field="cooldown"]')) > 0
@@ -127,3 +141,27 @@ def test_dashboard_in_a_real_browser(mock_uv: MockFactory, gateway_uv: GatewayFa
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_guarded_like_stats_once_an_admin_key_is_set(mock_uv: MockFactory, gateway_uv: GatewayFactory) -> None:
+    import http.client
+
+    gw = gateway_uv({**table(mock_uv()), "admin": {"key_env": "LLM_EDGE_TEST_ADMIN"}},
+                    env={"LLM_EDGE_TEST_ADMIN": ADMIN_KEY})  # fmt: skip
+
+    def fetch(path: str, key: str | None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        try:
+            conn.request("GET", path, headers={"authorization": f"Bearer {key}"} if key else {})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    for path in ("/stats", "/dashboard", "/dashboard.json"):
+        assert fetch(path, None)[0] == 401, path
+        assert fetch(path, "gw-key-a")[0] == 401, path  # a gateway key is not the admin key
+        status, body = fetch(path, ADMIN_KEY)
+        assert status == 200 and ADMIN_KEY.encode() not in body
+    page = fetch("/dashboard", ADMIN_KEY)[1]
+    assert b"location.hash" in page  # the page sends the key its URL fragment holds
