@@ -8,6 +8,13 @@ from typing import Any
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from proxy.translate import (
+    AnthropicToOpenAIStream,
+    OpenAIToAnthropicStream,
+    anthropic_to_openai_request,
+    openai_to_anthropic_request,
+)
 from tests.unit.translate.translate_samples import (
     ANTHROPIC_TEXT_STREAM,
     ANTHROPIC_TOOL_STREAM,
@@ -15,13 +22,6 @@ from tests.unit.translate.translate_samples import (
     OPENAI_VLLM_STREAM,
     feed_split,
     feed_whole,
-)
-
-from proxy.translate import (
-    AnthropicToOpenAIStream,
-    OpenAIToAnthropicStream,
-    anthropic_to_openai_request,
-    openai_to_anthropic_request,
 )
 
 SETTINGS = settings(max_examples=100, deadline=None)
