@@ -11,6 +11,10 @@ import pytest
 from matplotlib.image import imread
 
 from bench import plot, procstat, report, traffic, wrk
+from bench.measure import Measurer, scenarios
+from bench.rounds import planned_s
+from bench.settings import Settings
+from bench.targets import Fleet, Target
 
 
 def test_plot_draws_every_scenario_and_the_ladder(tmp_path: Path) -> None:
@@ -146,3 +150,19 @@ def test_write_md_replaces_only_the_results_section(tmp_path: Path, monkeypatch:
     assert "old" not in text and "intro" in text and "## Notes\nkept" in text
     assert f"{report.BEGIN}\nnew results, plot at plots/latest.png\n{report.END}" in text
     assert (tmp_path / "plots" / "latest.png").read_bytes() == png.read_bytes()
+
+
+def test_scenarios_and_the_planned_time_of_a_comparison() -> None:
+    s = Settings(rounds=2, duration=2, open_duration=1.5, rates=(500.0,), stream_levels=(10, 20), stream_duration=3.0,
+                 warmup=False)  # fmt: skip
+    assert [sc.key for sc in scenarios(s)] == ["c1", "c32", "open500", "ttfb"]
+    fleet = Fleet(s)
+    try:
+        fleet.targets = [Target("direct", "direct", ("", 0), ("", 0)), Target("nginx", "nginx", ("", 0), ("", 0)),
+                         Target("llm-edge-hit", "hits", ("", 0), ("", 0), hit=True),
+                         Target("litellm", "LiteLLM", ("", 0), ("", 0), note="n/a")]  # fmt: skip
+        per_round = 2 * (2 + 2 + 1.5) + 2 + 2 + 1.5 + 1.5 * 2  # two targets on all four, hits on all but ttfb
+        ladder = 2 * 2 * 3.0  # two levels, direct and nginx (no hits, no n/a target)
+        assert planned_s(Measurer(fleet)) == 2 * per_round + ladder
+    finally:
+        fleet.close()
